@@ -1,0 +1,209 @@
+"""Archive files in the `backups` storage: streaming compression, hashing, atomic commit, manifests.
+
+A file only ever appears under its final name once it is complete: it is written to a staging
+file (a hidden `.partial` name beside the final one on a local storage), fsynced, and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import PurePosixPath
+from typing import BinaryIO, Iterator
+
+import zstandard
+from django.core.files import File
+from django.core.files.storage import Storage, storages
+from django.utils.translation import gettext as _
+
+from .errors import BackupError
+from .models import Compression
+
+CHUNK_SIZE = 1 << 20
+SUFFIXES = {Compression.ZSTD: ".zst", Compression.GZIP: ".gz", Compression.NONE: ""}
+MAGIC = {Compression.ZSTD: b"\x28\xb5\x2f\xfd", Compression.GZIP: b"\x1f\x8b"}
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
+MANIFEST_SUFFIX = ".json"
+MANIFEST_FORMAT = "django-backups-manifest/1"
+
+
+def backup_storage() -> Storage:
+    return storages["backups"]
+
+
+def local_path(name: str) -> str | None:
+    """Return the file system path of a storage name, or None for a storage that is not local."""
+    try:
+        return backup_storage().path(name)
+    except NotImplementedError:
+        return None
+
+
+def partial_name(name: str) -> str:
+    path = PurePosixPath(name)
+    return str(path.with_name(PARTIAL_PREFIX + path.name + PARTIAL_SUFFIX))
+
+
+class HashingWriter:
+    """A file-like sink that counts and hashes what passes through it."""
+
+    def __init__(self, target: BinaryIO):
+        self.target = target
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def compressor(target, compression: str):
+    """Return a writer that compresses into `target`; closing it finishes the stream, not `target`."""
+    if compression == Compression.ZSTD:
+        return zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(target, closefd=False)
+    if compression == Compression.GZIP:
+        return gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6)
+    if compression == Compression.NONE:
+        return contextlib.nullcontext(target)
+    raise BackupError(
+        _("Unknown compression %(value)r: use one of %(choices)s.")
+        % {"value": compression, "choices": ", ".join(Compression.values)}
+    )
+
+
+def detect_compression(header: bytes) -> str:
+    for compression, magic in MAGIC.items():
+        if header.startswith(magic):
+            return compression
+    return Compression.NONE
+
+
+def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
+    if compression == Compression.ZSTD:
+        return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    if compression == Compression.GZIP:
+        return gzip.GzipFile(fileobj=source, mode="rb")
+    return source
+
+
+@contextlib.contextmanager
+def _staged(name: str) -> Iterator[BinaryIO]:
+    """Yield a 0600 file to write; on success it becomes `name` in the storage, on failure it is removed."""
+    final_path = local_path(name)
+    if final_path:
+        directory = os.path.dirname(final_path)
+        for path in (local_path(""), directory):  # makedirs gives only the leaf the mode
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        staging = local_path(partial_name(name))
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    else:
+        descriptor, staging = tempfile.mkstemp(suffix=PARTIAL_SUFFIX)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if final_path:
+            os.replace(staging, final_path)
+            directory_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(directory_fd)
+            finally:
+                os.close(directory_fd)
+        else:
+            with open(staging, "rb") as handle:
+                saved = backup_storage().save(name, File(handle))
+            if saved != name:
+                raise BackupError(_("The storage saved %(name)s as %(saved)s.") % {"name": name, "saved": saved})
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+
+
+@contextlib.contextmanager
+def write_archive(name: str, compression: str) -> Iterator[tuple[BinaryIO, HashingWriter]]:
+    """Yield (compressing writer, hashing counter); the archive is committed only if the block succeeds."""
+    with _staged(name) as handle:
+        counter = HashingWriter(handle)
+        with compressor(counter, compression) as writer:
+            yield writer, counter
+
+
+def write_manifest(archive_name: str, manifest: dict) -> None:
+    data = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+    with _staged(archive_name + MANIFEST_SUFFIX) as handle:
+        handle.write(data)
+
+
+def read_manifest(manifest_name: str) -> dict:
+    try:
+        with backup_storage().open(manifest_name, "rb") as handle:
+            manifest = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError) as exc:
+        raise BackupError(_("The manifest %(name)s cannot be read: %(reason)s.") % {"name": manifest_name, "reason": exc}) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise BackupError(_("%(name)s is not a backup manifest.") % {"name": manifest_name})
+    return manifest
+
+
+def checksum(name: str) -> tuple[str, int]:
+    """Return the SHA-256 and size of a stored file, read in one streaming pass."""
+    sha256, size = hashlib.sha256(), 0
+    with backup_storage().open(name, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
+            sha256.update(chunk)
+            size += len(chunk)
+    return sha256.hexdigest(), size
+
+
+def delete(name: str) -> bool:
+    """Delete a stored file if it exists; return whether it did."""
+    storage = backup_storage()
+    if name and storage.exists(name):
+        storage.delete(name)
+        return True
+    return False
+
+
+def list_names() -> list[str]:
+    """Return every file name in the storage, recursively, relative to its root."""
+    storage = backup_storage()
+    names, pending = [], [""]
+    while pending:
+        directory = pending.pop()
+        try:
+            subdirectories, files = storage.listdir(directory)
+        except FileNotFoundError:
+            continue
+        names += [str(PurePosixPath(directory, f)) if directory else f for f in files]
+        pending += [str(PurePosixPath(directory, d)) if directory else d for d in subdirectories]
+    return sorted(names)
+
+
+def storage_name(path: str) -> str:
+    """Return the storage name of a user-given path, which must lie inside the backup storage."""
+    storage = backup_storage()
+    root = local_path("")
+    if root and os.path.isabs(path):
+        resolved = os.path.realpath(path)
+        root = os.path.realpath(root)
+        if os.path.commonpath([resolved, root]) != root:
+            raise BackupError(
+                _("%(path)s is outside the backup storage %(root)s; copy the file there first.")
+                % {"path": path, "root": root}
+            )
+        path = os.path.relpath(resolved, root)
+    parts = PurePosixPath(path).parts
+    if not parts or ".." in parts or PurePosixPath(path).is_absolute():
+        raise BackupError(_("%(path)s is not a file name inside the backup storage.") % {"path": path})
+    if not storage.exists(path):
+        raise BackupError(_("There is no file %(path)s in the backup storage.") % {"path": path})
+    return str(PurePosixPath(path))

@@ -1,0 +1,132 @@
+"""Database-specific work behind one small interface: dump to a stream, restore from a stream, describe.
+
+Adding an engine means adding a module with an `Engine` subclass and listing it in `ENGINES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+from django.db import connections
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
+
+from ..errors import BackupError
+
+# Django's connection.vendor -> the engine class that handles it.
+ENGINES = {
+    "postgresql": "backups_app.engines.postgresql.PostgreSQLEngine",
+    "sqlite": "backups_app.engines.sqlite.SQLiteEngine",
+}
+
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class KeptTable:
+    """A table whose current rows survive a restore (the backup catalog itself).
+
+    `outside_refs` maps a foreign-key column to the (table, column) it points to outside the
+    kept tables: after the restore, references to rows that the restored data lacks become NULL.
+    """
+
+    name: str
+    pk_column: str
+    outside_refs: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    server_version: str
+    tool_version: str
+
+
+class Engine:
+    """Back up and restore one configured database alias."""
+
+    name: str = ""
+    # The file name suffix of an uncompressed archive, and the bytes it starts with.
+    suffix: str = ""
+    magic: bytes = b""
+
+    def __init__(self, alias: str):
+        self.alias = alias
+        self.connection = connections[alias]
+
+    def describe(self) -> ServerInfo:
+        """Return the server and tool versions; raise BackupError when a backup cannot run."""
+        raise NotImplementedError
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the one-operation-at-a-time lock of this database; raise DatabaseBusy at once if taken."""
+        raise NotImplementedError
+
+    def dump(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Yield the uncompressed archive as a stream; raise BackupError on leaving if the dump failed."""
+        raise NotImplementedError
+
+    def restore(
+        self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
+    ) -> None:
+        """Replace the database's content with the archive read from `source`, all or nothing."""
+        raise NotImplementedError
+
+
+def get_engine(alias: str) -> Engine:
+    """Return the engine for a configured database alias, or raise BackupError saying what is wrong."""
+    if alias not in connections.settings:
+        raise BackupError(
+            _("Unknown database %(alias)r: the configured databases are %(aliases)s.")
+            % {"alias": alias, "aliases": ", ".join(connections.settings)}
+        )
+    vendor = connections[alias].vendor
+    if vendor not in ENGINES:
+        raise BackupError(
+            _("Database %(alias)r uses the %(vendor)s engine, which cannot be backed up; supported engines: %(engines)s.")
+            % {"alias": alias, "vendor": vendor, "engines": ", ".join(ENGINES)}
+        )
+    return import_string(ENGINES[vendor])(alias)
+
+
+def engine_for_archive(header: bytes) -> str | None:
+    """Return the name of the engine whose archives start with `header`, if any."""
+    for vendor, path in ENGINES.items():
+        if header.startswith(import_string(path).magic):
+            return vendor
+    return None
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
+    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+        target.write(chunk)
+
+
+@contextlib.contextmanager
+def tool_process(args: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) -> Iterator[subprocess.Popen]:
+    """Run an external tool with its stderr captured in a temporary file; never leave it running.
+
+    The caller reads `process.stderr_text()` after it exits. FileNotFoundError becomes BackupError.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            process = subprocess.Popen(args, env=env, stderr=stderr, **popen_kwargs)
+        except FileNotFoundError as exc:
+            raise BackupError(
+                _("%(tool)s is not installed or not on PATH; install the database client tools.") % {"tool": args[0]}
+            ) from exc
+
+        def stderr_text() -> str:
+            stderr.seek(0)
+            return stderr.read(64 * 1024).decode("utf-8", "replace")
+
+        process.stderr_text = stderr_text
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()

@@ -1,0 +1,150 @@
+"""SQLite: the online backup API out, and the same API back into the live file.
+
+The restore first writes the archive to a scratch file next to the database and checks it; the
+swap is one `sqlite3_backup` step into the live database, which commits as a single write
+transaction, so other connections see either the old or the new content, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from django.utils.translation import gettext as _
+
+from ..errors import BackupError, DatabaseBusy
+from . import Engine, KeptTable, ServerInfo, copy_stream
+
+
+def quote_ident(name: str) -> str:
+    return '"%s"' % name.replace('"', '""')
+
+
+class SQLiteEngine(Engine):
+    name = "sqlite"
+    suffix = "sqlite3"
+    magic = b"SQLite format 3\x00"
+
+    @property
+    def path(self) -> Path:
+        name = str(self.connection.settings_dict["NAME"])
+        if self.connection.is_in_memory_db() or not name:
+            raise BackupError(_("Database %(alias)r is an in-memory SQLite database, which has no file to back up.")
+                              % {"alias": self.alias})
+        return Path(name)
+
+    def _scratch_file(self) -> str:
+        fd, scratch = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".backup-tmp", dir=self.path.parent)
+        os.close(fd)
+        return scratch
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        # flock is held by this process until it closes the file (or dies), across processes on this host.
+        descriptor = os.open(f"{self.path}.backup-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise DatabaseBusy(self.alias) from exc
+            yield
+        finally:
+            os.close(descriptor)
+
+    def describe(self) -> ServerInfo:
+        if not self.path.is_file():
+            raise BackupError(_("The SQLite file %(path)s of database %(alias)r does not exist; run migrate first.")
+                              % {"path": self.path, "alias": self.alias})
+        version = f"SQLite {sqlite3.sqlite_version}"
+        return ServerInfo(server_version=version, tool_version=f"{version} online backup API (Python sqlite3)")
+
+    @contextlib.contextmanager
+    def dump(self) -> Iterator[BinaryIO]:
+        scratch = self._scratch_file()
+        try:
+            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            target = sqlite3.connect(scratch)
+            try:
+                source.backup(target)
+            except sqlite3.Error as exc:
+                raise BackupError(_("SQLite backup failed: %(reason)s.") % {"reason": exc}) from exc
+            finally:
+                target.close()
+                source.close()
+            with open(scratch, "rb") as stream:
+                yield stream
+        finally:
+            os.unlink(scratch)
+
+    def restore(
+        self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
+    ) -> None:
+        scratch = self._scratch_file()
+        try:
+            with open(scratch, "wb") as target:
+                copy_stream(source, target)
+            restored = sqlite3.connect(f"file:{scratch}", uri=True)
+            try:
+                (result,) = restored.execute("PRAGMA quick_check").fetchone()
+                if result != "ok":
+                    raise BackupError(_("The archive is not a sound SQLite database (%(result)s).") % {"result": result})
+                if keep:
+                    self._put_back(restored, keep)
+                live = sqlite3.connect(self.path, timeout=lock_timeout)
+                deadline = time.monotonic() + lock_timeout
+
+                def give_up_when_late(status, remaining, total):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+
+                try:
+                    restored.backup(live, progress=give_up_when_late)
+                except (sqlite3.Error, TimeoutError) as exc:
+                    raise BackupError(
+                        _("Other connections kept database %(alias)r locked for more than %(seconds)s s, so nothing "
+                          "was restored; close them and retry.") % {"alias": self.alias, "seconds": lock_timeout}
+                    ) from exc
+                finally:
+                    live.close()
+            except sqlite3.DatabaseError as exc:
+                raise BackupError(
+                    _("The restore failed, the database is unchanged: %(reason)s.") % {"reason": exc}
+                ) from exc
+            finally:
+                restored.close()
+        finally:
+            os.unlink(scratch)
+        self.connection.close()
+
+    def _put_back(self, restored: sqlite3.Connection, keep: list[KeptTable]) -> None:
+        """Copy the live rows of the kept tables into the restored file, as they are right now."""
+        restored.execute("ATTACH DATABASE ? AS live", (f"file:{self.path}?mode=ro",))
+        with restored:
+            for table in reversed(keep):
+                restored.execute(f"DELETE FROM main.{quote_ident(table.name)}")
+            for table in keep:
+                name = quote_ident(table.name)
+                restored_columns = {row[1] for row in restored.execute(f"PRAGMA main.table_info({name})")}
+                if not restored_columns:
+                    raise BackupError(
+                        _("The archive has no table %(table)s, so restoring it would erase the backup catalog; "
+                          "restore it into another database.") % {"table": table.name}
+                    )
+                live_columns = [row[1] for row in restored.execute(f"PRAGMA live.table_info({name})")]
+                if not live_columns:
+                    continue
+                columns = ", ".join(quote_ident(c) for c in live_columns if c in restored_columns)
+                restored.execute(f"INSERT INTO main.{name} ({columns}) SELECT {columns} FROM live.{name}")
+                for column, (ref_table, ref_column) in table.outside_refs.items():
+                    col = quote_ident(column)
+                    restored.execute(
+                        f"UPDATE main.{name} SET {col} = NULL WHERE {col} IS NOT NULL AND {col} NOT IN "
+                        f"(SELECT {quote_ident(ref_column)} FROM main.{quote_ident(ref_table)})"
+                    )
+        restored.execute("DETACH DATABASE live")

@@ -1,0 +1,42 @@
+from django.utils.translation import gettext as _
+
+from backups_app import services
+from backups_app.models import BackupTrigger, Compression
+from backups_app.selectors import backup_to_dict, get_backup
+
+from ._common import BackupCommand, human_size
+
+
+class Command(BackupCommand):
+    help = "Back up a database into the backup storage and record it in the catalog."
+
+    def add_arguments(self, parser):
+        self.add_database_argument(parser, "The database alias to back up (default: default).")
+        parser.add_argument("--description", default="", help="A note stored with the backup.")
+        parser.add_argument("--compression", choices=Compression.values, help="Override BACKUP_COMPRESSION.")
+        parser.add_argument(
+            "--trigger", choices=[BackupTrigger.MANUAL, BackupTrigger.SCHEDULED], default=BackupTrigger.MANUAL,
+            help="Who started it: manual (default) or scheduled (cron).",
+        )
+        parser.add_argument("--job", type=int, help="Run this PENDING job (created by the admin) instead of a new one.")
+        self.add_json_argument(parser)
+
+    def handle(self, *args, **options):
+        job = get_backup(options["job"]) if options["job"] else None
+        job = services.create_backup(
+            database=options["database"] or (job.database if job else "default"),
+            acting_user=job.requested_by if job else None,
+            trigger=options["trigger"],
+            description=options["description"],
+            compression=options["compression"] or (job.compression if job else None),
+            job=job,
+        )
+        if options["json"]:
+            self.write_json(backup_to_dict(job))
+            return
+        self.stdout.write(self.style.SUCCESS(
+            _("Backup #%(id)s of %(database)s completed: %(file)s (%(size)s).")
+            % {"id": job.pk, "database": job.database, "file": job.file_name, "size": human_size(job.size_bytes)}
+        ))
+        if options["verbosity"] >= 2:
+            self.stdout.write(f"sha256 {job.checksum_sha256}\n{job.server_version}\n{job.tool_version}")

@@ -1,0 +1,29 @@
+from backups_app.models import BackupJob, BackupStatus
+from backups_app.selectors import backup_to_dict
+
+from ._common import BackupCommand, human_size
+
+
+class Command(BackupCommand):
+    help = "List the backups in the catalog, newest first."
+
+    def add_arguments(self, parser):
+        self.add_database_argument(parser, "Only backups of this database alias.")
+        parser.add_argument("--status", choices=BackupStatus.values, help="Only backups with this status.")
+        self.add_json_argument(parser)
+
+    def handle(self, *args, **options):
+        jobs = BackupJob.objects.all()
+        if options["database"]:
+            jobs = jobs.filter(database=options["database"])
+        if options["status"]:
+            jobs = jobs.filter(status=options["status"])
+        if options["json"]:
+            self.write_json([backup_to_dict(job) for job in jobs])
+            return
+        self.stdout.write(f"{'ID':>6}  {'DATABASE':<12} {'STATUS':<10} {'TRIGGER':<18} {'CREATED':<20} {'SIZE':>9}  FILE")
+        for job in jobs:
+            self.stdout.write(
+                f"{job.pk:>6}  {job.database:<12} {job.status:<10} {job.trigger:<18} "
+                f"{job.created_at:%Y-%m-%d %H:%M:%S}  {human_size(job.size_bytes):>9}  {job.file_name}"
+            )

@@ -1,0 +1,65 @@
+from django.utils.translation import gettext as _
+
+from backups_app import services
+from backups_app.selectors import backup_to_dict, get_backup
+
+from ._common import BackupCommand
+
+
+class Command(BackupCommand):
+    help = (
+        "Replace a database's content with a backup, all or nothing. A safety backup of the database is "
+        "taken first, and the backup catalog itself is kept as it is now."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("backup_id", help="The id of the backup to restore (see backup_list).")
+        self.add_database_argument(parser, "Restore into this database alias instead of the backup's own.")
+        self.add_noinput_argument(parser)
+        parser.add_argument(
+            "--no-safety-backup", action="store_false", dest="safety_backup",
+            help="Skip the safety backup of the database taken before the restore.",
+        )
+        parser.add_argument(
+            "--terminate-connections", action="store_true",
+            help="End other sessions connected to the database instead of waiting BACKUP_LOCK_TIMEOUT for their locks.",
+        )
+        self.add_json_argument(parser)
+
+    def handle(self, *args, **options):
+        backup = get_backup(options["backup_id"])
+        database = options["database"] or backup.database
+        question = _(
+            "This replaces the whole content of database %(database)r with backup #%(id)s of %(created)s.\n"
+            "Changes made since then will be lost%(safety)s."
+        ) % {
+            "database": database,
+            "id": backup.pk,
+            "created": backup.created_at,
+            "safety": _(" (a safety backup is taken first)") if options["safety_backup"] else "",
+        }
+        if not self.confirm(question, options):
+            self.stdout.write(_("Restore cancelled."))
+            return
+        restore = services.restore_backup(
+            backup=backup,
+            database=database,
+            safety_backup=options["safety_backup"],
+            terminate_sessions=options["terminate_connections"],
+        )
+        if options["json"]:
+            self.write_json({
+                "restore_id": restore.pk,
+                "database": restore.database,
+                "status": restore.status,
+                "started": restore.started_at.isoformat(),
+                "finished": restore.finished_at.isoformat(),
+                "backup": backup_to_dict(restore.backup),
+                "safety_backup": backup_to_dict(restore.safety_backup) if restore.safety_backup else None,
+            })
+            return
+        self.stdout.write(self.style.SUCCESS(
+            _("Restored backup #%(id)s into %(database)s.") % {"id": backup.pk, "database": database}
+        ))
+        if restore.safety_backup:
+            self.stdout.write(_("Safety backup taken before it: #%(id)s.") % {"id": restore.safety_backup.pk})

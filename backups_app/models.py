@@ -1,0 +1,122 @@
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class BackupStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    RESTORED = "restored", _("Restored")
+
+
+# A backup whose archive is whole and can be restored (RESTORED: completed, and restored since).
+USABLE_STATUSES = (BackupStatus.COMPLETED, BackupStatus.RESTORED)
+
+
+class BackupTrigger(models.TextChoices):
+    MANUAL = "manual", _("Manual")
+    SCHEDULED = "scheduled", _("Scheduled")
+    PRE_RESTORE_SAFETY = "pre_restore_safety", _("Pre-restore safety")
+
+
+class Compression(models.TextChoices):
+    ZSTD = "zstd", _("zstd")
+    GZIP = "gzip", _("gzip")
+    NONE = "none", _("none")
+
+
+class BackupJob(models.Model):
+    """One backup: the catalog entry for an archive in the backups storage."""
+
+    database = models.CharField(_("database alias"), max_length=100, db_index=True)
+    engine = models.CharField(_("engine"), max_length=32)
+    status = models.CharField(
+        _("status"), max_length=16, choices=BackupStatus.choices, default=BackupStatus.PENDING, db_index=True
+    )
+    trigger = models.CharField(_("trigger"), max_length=32, choices=BackupTrigger.choices, default=BackupTrigger.MANUAL)
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # Kept as text so that the history still says who asked after the user is gone.
+    requested_by_name = models.CharField(_("requested by (name)"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    compression = models.CharField(_("compression"), max_length=8, choices=Compression.choices)
+    file_name = models.CharField(_("file name"), max_length=255, blank=True, db_index=True)
+    size_bytes = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
+    bytes_written = models.BigIntegerField(_("bytes written so far"), default=0)
+    checksum_sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    server_version = models.CharField(_("server version"), max_length=100, blank=True)
+    tool_version = models.CharField(_("tool version"), max_length=100, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.IntegerField(_("process id"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
+        permissions = [
+            ("restore_backupjob", _("Can restore a backup")),
+            ("download_backupjob", _("Can download a backup")),
+        ]
+
+    def __str__(self):
+        return _("Backup #%(id)s of %(database)s") % {"id": self.pk, "database": self.database}
+
+    @property
+    def is_usable(self) -> bool:
+        return self.status in USABLE_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class RestoreStatus(models.TextChoices):
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+
+
+class Restore(models.Model):
+    """One restore of a backup into a database, kept even when the application's own database is restored."""
+
+    backup = models.ForeignKey(
+        BackupJob, verbose_name=_("backup"), related_name="restores", null=True, on_delete=models.SET_NULL
+    )
+    safety_backup = models.ForeignKey(
+        BackupJob,
+        verbose_name=_("safety backup"),
+        related_name="+",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+    )
+    database = models.CharField(_("database alias"), max_length=100)
+    status = models.CharField(
+        _("status"), max_length=16, choices=RestoreStatus.choices, default=RestoreStatus.RUNNING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    requested_by_name = models.CharField(_("requested by (name)"), max_length=150, blank=True)
+    started_at = models.DateTimeField(_("started"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.IntegerField(_("process id"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
+
+    def __str__(self):
+        return _("Restore #%(id)s into %(database)s") % {"id": self.pk, "database": self.database}

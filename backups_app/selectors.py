@@ -1,0 +1,73 @@
+"""Reads of the catalog shared by the admin, the commands and monitoring."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.translation import gettext as _
+
+from .errors import BackupError
+from .models import USABLE_STATUSES, BackupJob, BackupStatus
+
+
+def get_backup(backup: BackupJob | int | str) -> BackupJob:
+    """Return a backup by id (or the instance itself), or raise BackupError naming the bad id."""
+    if isinstance(backup, BackupJob):
+        return backup
+    try:
+        pk = int(backup)
+    except (TypeError, ValueError):
+        raise BackupError(_("%(id)r is not a backup id: ids are whole numbers (see backup_list).") % {"id": backup}) from None
+    try:
+        return BackupJob.objects.get(pk=pk)
+    except BackupJob.DoesNotExist:
+        raise BackupError(_("There is no backup #%(id)s (see backup_list).") % {"id": pk}) from None
+
+
+def running_jobs(database: str | None = None) -> QuerySet[BackupJob]:
+    jobs = BackupJob.objects.filter(status=BackupStatus.RUNNING)
+    return jobs.filter(database=database) if database else jobs
+
+
+def latest_successful_per_database() -> dict[str, BackupJob]:
+    usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
+    databases = usable.order_by().values_list("database", flat=True).distinct()
+    return {database: usable.filter(database=database).order_by("-created_at", "-id").first() for database in databases}
+
+
+def storage_totals() -> dict:
+    totals = BackupJob.objects.aggregate(
+        total=Count("id"),
+        completed=Count("id", filter=Q(status__in=USABLE_STATUSES)),
+        failed=Count("id", filter=Q(status=BackupStatus.FAILED)),
+        running=Count("id", filter=Q(status__in=[BackupStatus.RUNNING, BackupStatus.PENDING])),
+        total_size=Sum("size_bytes", filter=Q(status__in=USABLE_STATUSES)),
+    )
+    totals["total_size"] = totals["total_size"] or 0
+    return totals
+
+
+def backup_to_dict(job: BackupJob) -> dict:
+    """The JSON shape of a backup in every --json output."""
+
+    def iso(value):
+        return value.isoformat() if value else None
+
+    return {
+        "id": job.pk,
+        "database": job.database,
+        "engine": job.engine,
+        "status": job.status,
+        "trigger": job.trigger,
+        "description": job.description,
+        "requested_by": job.requested_by_name or None,
+        "created": iso(job.created_at),
+        "started": iso(job.started_at),
+        "finished": iso(job.finished_at),
+        "size": job.size_bytes,
+        "compression": job.compression,
+        "checksum": job.checksum_sha256 or None,
+        "file_name": job.file_name or None,
+        "server_version": job.server_version or None,
+        "tool_version": job.tool_version or None,
+        "error": job.error or None,
+    }
