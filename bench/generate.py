@@ -7,7 +7,8 @@ jsonb line items and free-text notes, and events with timestamps and varied json
 Text comes from word lists and a table of random phrases, mixed with md5() identifiers, so
 that it compresses like real data (about 3-4x), not like blank padding. Rows are made with
 generate_series() in SQL; keys, foreign keys and indexes are added after loading, as
-pg_restore does. Two connections load and index in parallel (the machine has two cores).
+pg_restore does (products keeps its key from the start: the orders look their items up by it).
+Two connections load and index in parallel (the machine has two cores).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ CREATE TABLE customers (
     phone text, street text, city text, postal_code text, country char(2),
     created_at timestamptz NOT NULL, is_active boolean NOT NULL, loyalty_points integer NOT NULL);
 CREATE TABLE products (
-    id integer NOT NULL, sku text NOT NULL, name text NOT NULL, description text NOT NULL,
+    id integer PRIMARY KEY, sku text NOT NULL, name text NOT NULL, description text NOT NULL,
     price numeric(10, 2) NOT NULL, tags text[] NOT NULL);
 CREATE TABLE orders (
     id bigint NOT NULL, customer_id bigint NOT NULL, status text NOT NULL,
@@ -275,7 +276,6 @@ KEYS_AND_INDEXES = [
         "ALTER TABLE orders ADD CONSTRAINT orders_pkey PRIMARY KEY (id)",
         "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id)",
         "ALTER TABLE customers ADD CONSTRAINT customers_pkey PRIMARY KEY (id);"
-        "ALTER TABLE products ADD CONSTRAINT products_pkey PRIMARY KEY (id);"
         "ALTER TABLE products ADD CONSTRAINT products_sku_key UNIQUE (sku);"
         "ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email);"
         "CREATE INDEX customers_last_name_idx ON customers (lower(last_name), first_name);"
