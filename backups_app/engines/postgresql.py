@@ -62,7 +62,7 @@ class PostgreSQLEngine(Engine):
     def _connect(self):
         try:
             raw = self.connection.get_new_connection(self.connection.get_connection_params())
-        except DatabaseError as exc:
+        except (DatabaseError, self.connection.Database.Error) as exc:
             raise BackupError(
                 _("Cannot connect to database %(alias)r: %(reason)s. Check that the server is running and the URL is right.")
                 % {"alias": self.alias, "reason": str(exc).strip().splitlines()[0]}

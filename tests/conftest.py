@@ -1,0 +1,93 @@
+import copy
+import gzip
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+PAGILA = Path(__file__).parent / "fixtures" / "pagila"
+PAGILA_TEMPLATE = "backups_pagila_template"
+
+
+@pytest.fixture(autouse=True)
+def backup_dir(tmp_path, settings):
+    """Give every test its own empty backup storage."""
+    directory = tmp_path / "backups"
+    storages = copy.deepcopy(settings.STORAGES)
+    storages["backups"]["OPTIONS"]["location"] = str(directory)
+    settings.STORAGES = storages
+    settings.BACKUP_DIRECTORY = str(directory)
+    return directory
+
+
+def psql(alias_or_dbname: str, sql: str | None = None, *, stdin: bytes | None = None) -> str:
+    """Run SQL through psql against a configured alias (its test database) or a database name."""
+    if alias_or_dbname in connections.settings:
+        params = connections[alias_or_dbname].settings_dict
+        dbname = params["NAME"]
+    else:
+        params, dbname = connections["default"].settings_dict, alias_or_dbname
+    args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", params["HOST"] or "127.0.0.1",
+            "-p", str(params["PORT"] or 5432), "-U", params["USER"] or "postgres", "-d", dbname]
+    args += ["-c", sql] if sql is not None else ["-f", "-"]
+    env = {**os.environ, "PGPASSWORD": params.get("PASSWORD") or ""}
+    result = subprocess.run(args, input=stdin, env=env, capture_output=True)
+    if result.returncode:
+        raise AssertionError(f"psql failed on {dbname}: {result.stderr.decode()}")
+    return result.stdout.decode()
+
+
+@pytest.fixture(scope="session")
+def pagila_template(django_db_setup, django_db_blocker):
+    """A database loaded once with the pagila sample (partitioned tables, large objects added)."""
+    with django_db_blocker.unblock():
+        psql("postgres", f"DROP DATABASE IF EXISTS {PAGILA_TEMPLATE}")
+        psql("postgres", f"CREATE DATABASE {PAGILA_TEMPLATE}")
+        psql(PAGILA_TEMPLATE, stdin=(PAGILA / "pagila-schema.sql").read_bytes())
+        psql(PAGILA_TEMPLATE, stdin=gzip.decompress((PAGILA / "pagila-data.sql.gz").read_bytes()))
+        psql(PAGILA_TEMPLATE, "SELECT lo_from_bytea(424242, convert_to(repeat('large object ', 1000), 'UTF8'))")
+    yield PAGILA_TEMPLATE
+    with django_db_blocker.unblock():
+        psql("postgres", f"DROP DATABASE IF EXISTS {PAGILA_TEMPLATE}")
+
+
+@pytest.fixture
+def pagila(pagila_template):
+    """Fill the `target` test database with a fresh copy of pagila; return the alias."""
+    connections["target"].close()
+    name = connections["target"].settings_dict["NAME"]
+    psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql("postgres", f"CREATE DATABASE {name} TEMPLATE {pagila_template}")
+    return "target"
+
+
+def fingerprint(alias: str) -> dict:
+    """Describe a PostgreSQL database's content: schema, every table's rows, sequences, large objects."""
+    tables = psql(alias, """
+        SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated)) AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+        ORDER BY 1""").split()
+    result = {}
+    for table in tables:
+        result[table] = psql(alias, f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t").strip()
+    sequences = psql(alias, "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences ORDER BY 1").split()
+    for sequence in sequences:
+        result[sequence] = psql(alias, f"SELECT last_value || ':' || is_called FROM {sequence}").strip()
+    result["<large objects>"] = psql(alias, "SELECT string_agg(oid || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata").strip()
+    params = connections[alias].settings_dict
+    schema = subprocess.run(
+        ["pg_dump", "--schema-only", "-h", params["HOST"], "-p", str(params["PORT"] or 5432), "-U", params["USER"], params["NAME"]],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    schema = "\n".join(line for line in schema.splitlines() if not re.match(r"\\(un)?restrict |--", line))
+    result["<schema>"] = hashlib.sha256(schema.encode()).hexdigest()
+    return result
+
+
+def rows(alias: str, sql: str) -> list[str]:
+    return psql(alias, sql).splitlines()

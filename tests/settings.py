@@ -1,0 +1,23 @@
+"""Test settings: the catalog on a real PostgreSQL, plus a PostgreSQL target and a SQLite file database."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/backups")
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import DATABASES, env  # noqa: E402
+
+_scratch = tempfile.mkdtemp(prefix="backups-tests-")
+
+# A database the tests fill with pagila and restore over; Django never migrates it (tests.routers).
+DATABASES["target"] = {**DATABASES["default"], "NAME": "backups_target", "TEST": {"NAME": "test_backups_target"}}
+DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_scratch}/sqlite.sqlite3")
+DATABASES["sqlite"]["TEST"] = {"NAME": f"{_scratch}/test_sqlite.sqlite3"}
+DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
+
+BACKUP_DIRECTORY = f"{_scratch}/backups"
+STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -1,0 +1,142 @@
+"""Backups and restores of a real PostgreSQL database (pagila: partitioned tables, large objects)."""
+
+import pytest
+
+from backups_app import services
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+
+from .conftest import fingerprint, psql, rows
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
+
+
+def test_round_trip_restores_identical_content_over_changed_database(pagila, backup_dir):
+    before = fingerprint(pagila)
+    job = services.create_backup(database=pagila, description="pagila")
+    assert job.status == BackupStatus.COMPLETED
+    assert (backup_dir / job.file_name).stat().st_size == job.size_bytes
+
+    psql(pagila, """
+        DELETE FROM payment WHERE payment_id % 3 = 0;
+        UPDATE customer SET email = 'changed@example.com';
+        CREATE TABLE created_after_backup (id int);
+        CREATE SCHEMA extra; CREATE TABLE extra.t (id int);
+        SELECT lo_unlink(424242); SELECT lo_from_bytea(555, 'new');
+        SELECT setval('customer_customer_id_seq', 99999);
+    """)
+    assert fingerprint(pagila) != before
+
+    restore = services.restore_backup(backup=job)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert fingerprint(pagila) == before  # rows, sequences, large objects, schema; new objects gone
+    job.refresh_from_db()
+    assert job.status == BackupStatus.RESTORED
+    assert restore.safety_backup.trigger == BackupTrigger.PRE_RESTORE_SAFETY
+    assert restore.safety_backup.status == BackupStatus.COMPLETED
+
+
+def test_safety_backup_holds_the_state_before_the_restore(pagila):
+    job = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = lower(title) WHERE film_id > 100")
+    changed = fingerprint(pagila)
+    restore = services.restore_backup(backup=job)
+    services.restore_backup(backup=restore.safety_backup, safety_backup=False)
+    assert fingerprint(pagila) == changed
+
+
+def test_restore_that_fails_part_way_leaves_database_unchanged(pagila):
+    psql(pagila, "CREATE ROLE backups_tmp_owner; CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO backups_tmp_owner")
+    job = services.create_backup(database=pagila)
+    psql(pagila, "DROP TABLE owned; DROP ROLE backups_tmp_owner; DELETE FROM payment WHERE payment_id < 17000")
+    before = fingerprint(pagila)
+
+    with pytest.raises(BackupError, match='role "backups_tmp_owner" does not exist'):
+        services.restore_backup(backup=job, safety_backup=False)
+
+    assert fingerprint(pagila) == before
+    restore = Restore.objects.get()
+    assert restore.status == RestoreStatus.FAILED
+    assert "rolled back" in restore.error
+
+
+def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(pagila, settings):
+    import subprocess
+    import time
+
+    settings.BACKUP_LOCK_TIMEOUT = 1
+    job = services.create_backup(database=pagila)
+    params = __import__("django.db").db.connections[pagila].settings_dict
+    holder = subprocess.Popen(
+        ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        holder.stdin.write("BEGIN; LOCK TABLE film IN ACCESS SHARE MODE; SELECT pg_sleep(600);\n")
+        holder.stdin.flush()
+        for _ in range(100):
+            if rows(pagila, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'film' AND l.granted") != ["0"]:
+                break
+            time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(BackupError, match="held locks .* --terminate-connections"):
+            services.restore_backup(backup=job, safety_backup=False)
+        assert time.monotonic() - started < 30
+
+        services.restore_backup(backup=job, safety_backup=False, terminate_sessions=True)
+        assert holder.wait(timeout=10) != 0  # its session was ended
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_catalog_survives_restore_of_its_own_database(django_user_model):
+    user = django_user_model.objects.create_user("operator")
+    old = services.create_backup(database="default", acting_user=user)
+    newer = services.create_backup(database="default", description="made after")
+    restore = services.restore_backup(backup=old, acting_user=user)
+
+    assert set(BackupJob.objects.values_list("pk", flat=True)) >= {old.pk, newer.pk, restore.safety_backup.pk}
+    restore = Restore.objects.get(pk=restore.pk)
+    assert restore.status == RestoreStatus.COMPLETED
+    assert restore.requested_by_name == "operator"
+    # New rows still get fresh ids after the catalog's sequence was reset by the restore.
+    assert services.create_backup(database="default").pk > restore.safety_backup.pk
+
+
+def test_corrupted_archive_is_refused_and_database_untouched(pagila, backup_dir):
+    job = services.create_backup(database=pagila)
+    path = backup_dir / job.file_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    psql(pagila, "UPDATE film SET title = lower(title) WHERE film_id < 10")
+    before = fingerprint(pagila)
+
+    assert not services.verify_backup(backup=job).ok
+    with pytest.raises(BackupError, match="does not match its checksum"):
+        services.restore_backup(backup=job)
+    assert fingerprint(pagila) == before
+    assert BackupJob.objects.filter(trigger=BackupTrigger.PRE_RESTORE_SAFETY).count() == 0
+
+
+def test_truncated_archive_fails_verification(pagila, backup_dir):
+    job = services.create_backup(database=pagila)
+    path = backup_dir / job.file_name
+    path.write_bytes(path.read_bytes()[: job.size_bytes // 2])
+    result = services.verify_backup(backup=job)
+    assert not result.ok and "checksum" in result.problem
+
+
+def test_unreachable_database_fails_with_one_sentence():
+    from django.db import connections
+
+    params = connections["target"].settings_dict
+    port, params["PORT"] = params["PORT"], 1  # nothing listens there
+    try:
+        with pytest.raises(BackupError, match=r"^Cannot connect to database 'target': .*Connection refused"):
+            services.create_backup(database="target")
+    finally:
+        params["PORT"] = port
+    assert not BackupJob.objects.filter(status=BackupStatus.COMPLETED).exists()
