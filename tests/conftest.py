@@ -4,13 +4,15 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connections
 
-PAGILA = Path(__file__).parent / "fixtures" / "pagila"
+ROOT = Path(__file__).resolve().parent.parent
+PAGILA = ROOT / "tests" / "fixtures" / "pagila"
 PAGILA_TEMPLATE = "backups_pagila_template"
 
 
@@ -87,6 +89,30 @@ def fingerprint(alias: str) -> dict:
     schema = "\n".join(line for line in schema.splitlines() if not re.match(r"\\(un)?restrict |--", line))
     result["<schema>"] = hashlib.sha256(schema.encode()).hexdigest()
     return result
+
+
+def child_env(backup_dir) -> dict[str, str]:
+    """The environment for a manage.py child process that must see this test's databases and storage."""
+    default, target = connections["default"].settings_dict, connections["target"].settings_dict
+    url = f"postgres://{default['USER']}@{default['HOST']}:{default['PORT'] or 5432}/{default['NAME']}"
+    if default.get("PASSWORD"):
+        url = url.replace("@", f":{default['PASSWORD']}@", 1)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_DATABASE_URL": url,
+        "TEST_TARGET_NAME": target["NAME"],
+        "TEST_SQLITE_PATH": str(connections["sqlite"].settings_dict["NAME"]),
+        "TEST_BACKUP_DIRECTORY": str(backup_dir),
+    }
+
+
+def manage(backup_dir, *args: str, **popen_kwargs) -> subprocess.Popen:
+    """Start `manage.py ARGS` as a child process of this test (the caller waits for it)."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=child_env(backup_dir), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs,
+    )
 
 
 def rows(alias: str, sql: str) -> list[str]:

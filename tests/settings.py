@@ -12,12 +12,19 @@ from config.settings import DATABASES, env  # noqa: E402
 _scratch = tempfile.mkdtemp(prefix="backups-tests-")
 
 # A database the tests fill with pagila and restore over; Django never migrates it (tests.routers).
-DATABASES["target"] = {**DATABASES["default"], "NAME": "backups_target", "TEST": {"NAME": "test_backups_target"}}
-DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_scratch}/sqlite.sqlite3")
+DATABASES["target"] = {
+    **DATABASES["default"],
+    "NAME": os.environ.get("TEST_TARGET_NAME", "backups_target"),
+    "TEST": {"NAME": "test_backups_target"},
+}
+_sqlite = os.environ.get("TEST_SQLITE_PATH", f"{_scratch}/sqlite.sqlite3")
+DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_sqlite}")
 DATABASES["sqlite"]["TEST"] = {"NAME": f"{_scratch}/test_sqlite.sqlite3"}
 DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
-BACKUP_DIRECTORY = f"{_scratch}/backups"
+# Child processes started by a test (manage.py, cron) get the test's databases and storage through
+# TEST_DATABASE_URL, TEST_TARGET_NAME, TEST_SQLITE_PATH and TEST_BACKUP_DIRECTORY: see tests.conftest.child_env.
+BACKUP_DIRECTORY = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")
 STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
