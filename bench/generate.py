@@ -283,15 +283,15 @@ KEYS_AND_INDEXES = [
     ],
     [
         "CREATE INDEX orders_customer_placed_idx ON orders (customer_id, placed_at);"
-        "CREATE INDEX orders_status_idx ON orders (status) WHERE status IN ('new', 'paid');"
-        "ALTER TABLE orders ADD CONSTRAINT orders_customer_fk"
-        " FOREIGN KEY (customer_id) REFERENCES customers (id)",
+        "CREATE INDEX orders_status_idx ON orders (status) WHERE status IN ('new', 'paid')",
         "CREATE INDEX events_occurred_idx ON events (occurred_at);"
-        "CREATE INDEX events_customer_kind_idx ON events (customer_id, kind);"
-        "ALTER TABLE events ADD CONSTRAINT events_customer_fk"
-        " FOREIGN KEY (customer_id) REFERENCES customers (id);"
-        "ALTER TABLE events ADD CONSTRAINT events_order_fk"
-        " FOREIGN KEY (order_id) REFERENCES orders (id)",
+        "CREATE INDEX events_customer_kind_idx ON events (customer_id, kind)",
+    ],
+    # Foreign keys lock both of their tables: adding them in parallel would deadlock.
+    [
+        "ALTER TABLE orders ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
+        "ALTER TABLE events ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
+        "ALTER TABLE events ADD CONSTRAINT events_order_fk FOREIGN KEY (order_id) REFERENCES orders (id)",
     ],
 ]
 
