@@ -6,6 +6,8 @@ Adding an engine means adding a module with an `Engine` subclass and listing it 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -105,6 +107,12 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
         target.write(chunk)
 
 
+def _die_with_parent() -> None:
+    """Have the kernel kill the tool if the process that runs it is killed (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def tool_process(args: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) -> Iterator[subprocess.Popen]:
     """Run an external tool with its stderr captured in a temporary file; never leave it running.
@@ -113,7 +121,7 @@ def tool_process(args: list[str], *, env: dict[str, str] | None = None, **popen_
     """
     with tempfile.TemporaryFile() as stderr:
         try:
-            process = subprocess.Popen(args, env=env, stderr=stderr, **popen_kwargs)
+            process = subprocess.Popen(args, env=env, stderr=stderr, preexec_fn=_die_with_parent, **popen_kwargs)
         except FileNotFoundError as exc:
             raise BackupError(
                 _("%(tool)s is not installed or not on PATH; install the database client tools.") % {"tool": args[0]}

@@ -116,7 +116,14 @@ class PostgreSQLEngine(Engine):
             yield process.stdout
             process.stdout.close()
             if process.wait() != 0:
-                raise BackupError(_("pg_dump failed: %(reason)s.") % {"reason": first_error_line(process.stderr_text())})
+                stderr = process.stderr_text()
+                if "Query was: LOCK TABLE" in stderr:
+                    raise BackupError(
+                        _("Other sessions held exclusive locks on tables of database %(alias)r for more than "
+                          "%(seconds)s s, so pg_dump gave up; retry when they have finished.")
+                        % {"alias": self.alias, "seconds": settings.BACKUP_LOCK_TIMEOUT}
+                    )
+                raise BackupError(_("pg_dump failed: %(reason)s.") % {"reason": first_error_line(stderr)})
 
     # Restore ---------------------------------------------------------------------------
 

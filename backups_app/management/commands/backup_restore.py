@@ -1,9 +1,18 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
+from backups_app.errors import BackupError
+from backups_app.models import Restore, RestoreStatus
 from backups_app.selectors import backup_to_dict, get_backup
 
 from ._common import BackupCommand
+
+
+def get_restore(pk):
+    try:
+        return Restore.objects.get(pk=pk, status=RestoreStatus.RUNNING)
+    except Restore.DoesNotExist:
+        raise BackupError(_("There is no running restore record #%(id)s.") % {"id": pk}) from None
 
 
 class Command(BackupCommand):
@@ -24,6 +33,10 @@ class Command(BackupCommand):
             "--terminate-connections", action="store_true",
             help="End other sessions connected to the database instead of waiting BACKUP_LOCK_TIMEOUT for their locks.",
         )
+        parser.add_argument(
+            "--restore", type=int, dest="restore_id",
+            help="Run this RUNNING restore record (created by the admin) instead of recording a new one.",
+        )
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
@@ -41,8 +54,11 @@ class Command(BackupCommand):
         if not self.confirm(question, options):
             self.stdout.write(_("Restore cancelled."))
             return
+        record = get_restore(options["restore_id"]) if options["restore_id"] else None
         restore = services.restore_backup(
             backup=backup,
+            acting_user=record.requested_by if record else None,
+            restore=record,
             database=database,
             safety_backup=options["safety_backup"],
             terminate_sessions=options["terminate_connections"],

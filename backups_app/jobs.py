@@ -1,0 +1,264 @@
+"""Run backups and restores outside the web request, in a detached `manage.py` process.
+
+The admin records the job first (a PENDING BackupJob, or a RUNNING Restore), then starts
+`manage.py backup_create --job ID` or `manage.py backup_restore ... --restore ID` in a new session:
+the process survives the request ending and a restart of the web worker. Its output goes to a
+log file named after the job, whose last line becomes the reason when the process dies early.
+
+A job whose process died is found by `fail_dead_jobs()`: by its process id on this host, by the
+core's lock test (`services.fail_stale_jobs`) elsewhere, and by a start-up timeout for a PENDING
+job that no process ever picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.db.models import CharField, Exists, OuterRef
+from django.db.models.functions import Cast
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import services
+from .models import BackupJob, BackupStatus, Restore, RestoreStatus
+
+logger = logging.getLogger(__name__)
+
+# A PENDING job is picked up within a second or two; after this long nobody will pick it up.
+START_TIMEOUT = timedelta(seconds=120)
+# While a just-started restore process has not taken the database lock yet, the lock test of
+# services.fail_stale_jobs() would wrongly call it dead.
+RESTORE_START_GRACE = timedelta(seconds=60)
+
+
+def log_directory() -> Path:
+    """Return the directory of the job processes' log files (BACKUP_JOB_LOG_DIRECTORY, or a temp dir)."""
+    directory = getattr(settings, "BACKUP_JOB_LOG_DIRECTORY", None) or os.path.join(
+        tempfile.gettempdir(), "django-backups-jobs"
+    )
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return Path(directory)
+
+
+def log_path(kind: str, pk: int) -> Path:
+    return log_directory() / f"{kind}-{pk}.log"
+
+
+def _manage_py() -> str:
+    return str(Path(settings.BASE_DIR) / "manage.py")
+
+
+def _spawn(args: list[str], log_file: Path) -> int:
+    """Start `manage.py ARGS` detached from this process; return its pid."""
+    with open(log_file, "ab") as log:
+        os.chmod(log_file, 0o600)
+        process = subprocess.Popen(
+            [sys.executable, _manage_py(), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(settings.BASE_DIR),
+            env=dict(os.environ),
+            close_fds=True,
+            start_new_session=True,  # a signal to the web server's process group does not reach it
+        )
+    # Reap the child when it exits so it does not linger as a zombie while this worker lives; if the
+    # worker goes first, init adopts and reaps it.
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process.pid
+
+
+def start_backup(*, database: str, description: str, compression: str, acting_user) -> BackupJob:
+    """Record a PENDING backup and start a detached process that runs it; return the job at once."""
+    job = BackupJob.objects.create(
+        database=database,
+        description=description,
+        compression=compression,
+        requested_by=acting_user,
+        requested_by_name=acting_user.get_username(),
+    )
+    transaction.on_commit(lambda: _start_backup_process(job))
+    return job
+
+
+def _start_backup_process(job: BackupJob) -> None:
+    try:
+        pid = _spawn(["backup_create", "--job", str(job.pk)], log_path("backup", job.pk))
+    except OSError as exc:
+        BackupJob.objects.filter(pk=job.pk, status=BackupStatus.PENDING).update(
+            status=BackupStatus.FAILED,
+            finished_at=timezone.now(),
+            error=_("The backup process could not be started: %(reason)s.") % {"reason": exc},
+        )
+        return
+    # Only these two fields: the process may already be writing the rest of the row.
+    BackupJob.objects.filter(pk=job.pk).update(pid=pid, hostname=socket.gethostname())
+    job.pid, job.hostname = pid, socket.gethostname()
+
+
+def start_restore(
+    *, backup: BackupJob, database: str, safety_backup: bool, terminate_sessions: bool, acting_user
+) -> Restore:
+    """Record a RUNNING restore and start a detached process that runs it; return the record at once."""
+    restore = Restore.objects.create(
+        backup=backup,
+        database=database,
+        status=RestoreStatus.RUNNING,
+        requested_by=acting_user,
+        requested_by_name=acting_user.get_username(),
+    )
+    args = ["backup_restore", str(backup.pk), "--database", database, "--no-input", "--restore", str(restore.pk)]
+    if not safety_backup:
+        args.append("--no-safety-backup")
+    if terminate_sessions:
+        args.append("--terminate-connections")
+    transaction.on_commit(lambda: _start_restore_process(restore, args))
+    return restore
+
+
+def _start_restore_process(restore: Restore, args: list[str]) -> None:
+    try:
+        pid = _spawn(args, log_path("restore", restore.pk))
+    except OSError as exc:
+        Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
+            status=RestoreStatus.FAILED,
+            finished_at=timezone.now(),
+            error=_("The restore process could not be started: %(reason)s.") % {"reason": exc},
+        )
+        return
+    Restore.objects.filter(pk=restore.pk).update(pid=pid, hostname=socket.gethostname())
+    restore.pid, restore.hostname = pid, socket.gethostname()
+
+
+def process_state(hostname: str, pid: int | None) -> bool | None:
+    """Return whether a job's process is alive: True, False, or None when this host cannot tell."""
+    if not pid or hostname != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie has finished
+    except OSError:
+        return True
+
+
+def _last_output(path: Path) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:500] if lines else ""
+
+
+def _dead_reason(kind: str, pk: int, started: bool) -> str:
+    if started:
+        reason = _("The process running this job (on this host) stopped before it finished (killed or crashed).")
+    else:
+        reason = _("The process started for this job exited before it began.")
+    output = _last_output(log_path(kind, pk))
+    if output:
+        reason += " " + _("Its last output: %(output)s") % {"output": output}
+    return reason
+
+
+def fail_dead_jobs() -> int:
+    """Mark as FAILED, with a reason, every backup and restore whose process is gone; return how many."""
+    now = timezone.now()
+    failed = 0
+    for job in BackupJob.objects.filter(status__in=[BackupStatus.PENDING, BackupStatus.RUNNING]):
+        alive = process_state(job.hostname, job.pid)
+        pending = job.status == BackupStatus.PENDING
+        if alive is False:
+            reason = _dead_reason("backup", job.pk, started=not pending)
+        elif alive is None and pending and job.created_at < now - START_TIMEOUT:
+            reason = _("No process picked this backup up within %(seconds)s seconds.") % {
+                "seconds": int(START_TIMEOUT.total_seconds())
+            }
+        else:
+            continue
+        failed += BackupJob.objects.filter(pk=job.pk, status=job.status).update(
+            status=BackupStatus.FAILED, finished_at=now, error=reason
+        )
+    for restore in Restore.objects.filter(status=RestoreStatus.RUNNING):
+        if process_state(restore.hostname, restore.pid) is False:
+            failed += Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
+                status=RestoreStatus.FAILED, finished_at=now, error=_dead_reason("restore", restore.pk, started=True)
+            )
+    # Jobs of other hosts: the core's lock test, unless a restore that is just starting would be
+    # taken for dead before its process takes the lock.
+    starting = Restore.objects.filter(status=RestoreStatus.RUNNING, started_at__gt=now - RESTORE_START_GRACE)
+    if not starting.exists():
+        failed += services.fail_stale_jobs()
+    return failed
+
+
+def log_finished_restores(restores=None) -> list[Restore]:
+    """Write the admin LogEntry of each finished restore started from the admin that has none yet.
+
+    A restore of the application's own database puts admin LogEntry rows back to the backup's
+    state, so an entry written when the restore was asked for could vanish: it is written once
+    the restore has finished. Restores started from the command line (no user) are not logged.
+    """
+    restores = Restore.objects.all() if restores is None else restores
+    content_type = ContentType.objects.get_for_model(Restore)
+    logged = LogEntry.objects.filter(content_type=content_type, object_id=OuterRef("pk_text"))
+    candidates = (
+        restores.exclude(status=RestoreStatus.RUNNING)
+        .filter(requested_by__isnull=False)
+        .annotate(pk_text=Cast("pk", CharField()))
+        .exclude(Exists(logged))
+    )
+    written = []
+    for restore in candidates:
+        if process_state(restore.hostname, restore.pid):
+            continue  # its process still runs: the status may yet change (see restore_is_running)
+        with transaction.atomic():
+            # Two status polls may see the same restore finish: the row lock lets only one write.
+            restore = Restore.objects.select_for_update().select_related("backup").get(pk=restore.pk)
+            if LogEntry.objects.filter(content_type=content_type, object_id=str(restore.pk)).exists():
+                continue
+            LogEntry.objects.create(
+                user_id=restore.requested_by_id,
+                content_type=content_type,
+                object_id=str(restore.pk),
+                object_repr=str(restore)[:200],
+                action_flag=ADDITION,
+                change_message=restore_message(restore),
+            )
+            written.append(restore)
+    return written
+
+
+def restore_message(restore: Restore) -> str:
+    values = {"backup": restore.backup_id, "database": restore.database, "error": restore.error}
+    if restore.status == RestoreStatus.COMPLETED:
+        return _("Restored backup #%(backup)s into database %(database)s.") % values
+    return _("Restore of backup #%(backup)s into database %(database)s failed: %(error)s") % values
+
+
+def restore_is_running(restore: Restore) -> bool:
+    """Return whether a restore still runs: its record says so, or its process has not exited yet.
+
+    The restore process briefly marks every RUNNING restore of its database as FAILED (stale)
+    before it writes its own record back as RUNNING; a poll in between must not report a failure.
+    """
+    return restore.status == RestoreStatus.RUNNING or bool(process_state(restore.hostname, restore.pid))

@@ -1,0 +1,251 @@
+"""The catalog's guarantees: locking, interrupted backups, cleanup, disaster recovery, secrets."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from backups_app import archives, services
+from backups_app.engines import get_engine
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, BackupStatus
+from backups_app.selectors import backup_to_dict
+
+from .conftest import manage, psql
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
+
+
+class LockHolder:
+    """A psql session holding a lock on a pagila table until released."""
+
+    def __init__(self, alias, statement):
+        params = connections[alias].settings_dict
+        self.alias = alias
+        self.process = subprocess.Popen(
+            ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PGAPPNAME": "backups-test-lock-holder"},
+        )
+        self.process.stdin.write(f"BEGIN; {statement}; SELECT pg_sleep(600);\n")
+        self.process.stdin.flush()
+        deadline = time.monotonic() + 10
+        while psql(alias, "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL").strip() == "0":
+            assert time.monotonic() < deadline, "the lock was never taken"
+            time.sleep(0.05)
+
+    def release(self):
+        # Killing psql alone would leave its backend asleep in pg_sleep, still holding the lock.
+        psql(self.alias, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'backups-test-lock-holder'")
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def wait_for(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result
+
+
+def test_second_operation_on_a_database_is_refused_naming_the_running_job(pagila):
+    running = BackupJob.objects.create(database=pagila, engine="postgresql", status=BackupStatus.RUNNING,
+                                       started_at=timezone.now(), compression="zstd")
+    with get_engine(pagila).lock():
+        with pytest.raises(BackupError, match=rf"Backup #{running.pk} of database 'target' is running"):
+            services.create_backup(database=pagila)
+    assert BackupJob.objects.count() == 1
+
+
+def test_five_concurrent_backups_are_serialized_or_refused_and_all_completed_verify(pagila, backup_dir):
+    children = [manage(backup_dir, "backup_create", "--database", pagila, "--json") for _ in range(5)]
+    outcomes = [(child.wait(timeout=120), child.stdout.read(), child.stderr.read()) for child in children]
+
+    succeeded = [json.loads(out) for code, out, _err in outcomes if code == 0]
+    refused = [err for code, _out, err in outcomes if code != 0]
+    assert succeeded, outcomes
+    assert all("is running" in err for err in refused), refused
+    completed = BackupJob.objects.filter(status=BackupStatus.COMPLETED)
+    assert sorted(job.pk for job in completed) == sorted(job["id"] for job in succeeded)
+    assert BackupJob.objects.count() == len(succeeded)  # refused requests leave no record
+    assert all(services.verify_backup(backup=job).ok for job in completed)
+    files = sorted(p.name for p in (backup_dir / pagila).iterdir())
+    expected = [os.path.basename(job.file_name) + suffix for job in completed for suffix in ("", ".json")]
+    assert files == sorted(expected)
+
+
+def test_backup_killed_mid_dump_leaves_no_complete_looking_file(pagila, backup_dir):
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
+    try:
+        child = manage(backup_dir, "backup_create", "--database", pagila)
+        job = wait_for(lambda: BackupJob.objects.filter(status=BackupStatus.RUNNING).first())
+        wait_for(lambda: any(p.name.endswith(".partial") for p in (backup_dir / pagila).glob(".*")))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        holder.release()
+
+    assert archives.backup_storage().exists(job.file_name) is False
+    assert BackupJob.objects.get(pk=job.pk).status == BackupStatus.RUNNING  # nobody could say otherwise yet
+    assert services.fail_stale_jobs() == 1
+    failed = BackupJob.objects.get(pk=job.pk)
+    assert failed.status == BackupStatus.FAILED and "stopped before it finished" in failed.error
+
+    assert services.create_backup(database=pagila).status == BackupStatus.COMPLETED
+    plan = services.cleanup_backups()
+    assert plan.leftovers == [archives.partial_name(job.file_name)]
+    assert not list((backup_dir / pagila).glob(".*partial"))
+    assert not BackupJob.objects.filter(pk=job.pk).exists()
+
+
+def test_cleanup_keeps_recent_and_each_databases_newest(pagila, backup_dir):
+    old = services.create_backup(database=pagila)
+    older = services.create_backup(database=pagila)
+    newest_default = services.create_backup(database="default")
+    BackupJob.objects.filter(pk__in=[old.pk, older.pk, newest_default.pk]).update(created_at=timezone.now() - timedelta(days=30))
+    recent = services.create_backup(database=pagila)
+
+    dry = services.plan_cleanup(retention_days=7)
+    assert sorted(job.pk for job in dry.expired) == sorted([old.pk, older.pk])
+    assert dry.bytes_freed == old.size_bytes + older.size_bytes
+    assert (backup_dir / old.file_name).exists()  # a dry run deletes nothing
+
+    services.cleanup_backups(retention_days=7)
+    assert set(BackupJob.objects.values_list("pk", flat=True)) == {newest_default.pk, recent.pk}
+    assert not (backup_dir / old.file_name).exists()
+    assert not (backup_dir / (old.file_name + ".json")).exists()
+    assert (backup_dir / recent.file_name).exists()
+
+
+def test_catalog_is_rebuilt_from_manifests_on_an_empty_database(pagila, backup_dir):
+    first = services.create_backup(database=pagila, description="first")
+    second = services.create_backup(database=pagila)
+    BackupJob.objects.all().delete()  # the catalog is lost; the storage is not
+
+    imported, problems = services.import_scan()
+
+    assert problems == []
+    assert sorted(job.pk for job in imported) == [first.pk, second.pk]
+    again = BackupJob.objects.get(pk=first.pk)
+    assert (again.checksum_sha256, again.file_name, again.description, again.database) == (
+        first.checksum_sha256, first.file_name, "first", pagila)
+    assert again.created_at == first.created_at
+    psql(pagila, "UPDATE film SET title = 'changed'")
+    services.restore_backup(backup=again, safety_backup=False)
+    assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+
+
+def test_tampered_manifest_and_paths_outside_storage_are_refused(pagila, backup_dir, tmp_path):
+    job = services.create_backup(database=pagila)
+    manifest = backup_dir / (job.file_name + ".json")
+    data = json.loads(manifest.read_text())
+    data["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    BackupJob.objects.all().delete()
+
+    with pytest.raises(BackupError, match="does not match its manifest"):
+        services.import_archive(path=job.file_name)
+    outside = tmp_path / "elsewhere.dump"
+    outside.write_bytes(b"PGDMP")
+    with pytest.raises(BackupError, match="outside the backup storage"):
+        services.import_archive(path=str(outside))
+    with pytest.raises(BackupError, match="not a file name inside the backup storage"):
+        services.import_archive(path="../elsewhere.dump")
+    assert BackupJob.objects.count() == 0
+
+
+def test_import_registers_a_bare_archive_and_writes_its_manifest(pagila, backup_dir):
+    job = services.create_backup(database=pagila)
+    (backup_dir / (job.file_name + ".json")).unlink()
+    BackupJob.objects.all().delete()
+
+    imported = services.import_archive(path=str(backup_dir / job.file_name), database=pagila)
+
+    assert (imported.engine, imported.compression, imported.checksum_sha256) == ("postgresql", "zstd", job.checksum_sha256)
+    assert services.verify_backup(backup=imported).ok
+    assert (backup_dir / (job.file_name + ".json")).exists()
+
+
+def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog):
+    """pg_dump and psql get the password in their environment only (the test reads /proc/PID/cmdline)."""
+    secret = "S3cret-never-in-argv"
+    params = connections[pagila].settings_dict
+    params["PASSWORD"] = secret  # trust authentication ignores it; the tools still receive it
+    seen = []
+
+    def watch(tool, holder):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    environ = open(f"/proc/{pid}/environ", "rb").read()
+                except OSError:
+                    continue
+                ours = b"PGAPPNAME=django-backups" in environ.split(b"\0")
+                if ours and os.path.basename(cmdline[0]) == tool.encode():
+                    seen.append((tool, b" ".join(cmdline), secret.encode() in environ))
+                    holder.release()
+                    return
+            time.sleep(0.01)
+        holder.release()
+
+    try:
+        for tool, operation in (
+            ("pg_dump", lambda: services.create_backup(database=pagila)),
+            ("psql", lambda: services.restore_backup(backup=BackupJob.objects.first(), safety_backup=False)),
+        ):
+            holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
+            watcher = threading.Thread(target=watch, args=(tool, holder))
+            watcher.start()
+            operation()
+            watcher.join()
+    finally:
+        params["PASSWORD"] = ""
+
+    assert [tool for tool, _cmd, _env in seen] == ["pg_dump", "psql"]
+    for tool, cmdline, in_environ in seen:
+        assert secret.encode() not in cmdline, tool
+        assert in_environ, f"{tool} did not get the password in its environment"
+    for job in BackupJob.objects.all():
+        assert secret not in json.dumps(backup_to_dict(job))
+        assert secret not in (backup_dir / (job.file_name + ".json")).read_text()
+        assert secret not in job.error + job.tool_version + job.server_version
+    assert secret not in caplog.text
+
+
+def test_archives_are_0600_and_directory_0700(pagila, backup_dir):
+    job = services.create_backup(database=pagila)
+    assert (backup_dir / job.file_name).stat().st_mode & 0o777 == 0o600
+    assert (backup_dir / (job.file_name + ".json")).stat().st_mode & 0o777 == 0o600
+    assert backup_dir.stat().st_mode & 0o777 == 0o700
+    assert (backup_dir / pagila).stat().st_mode & 0o777 == 0o700
+
+
+def test_full_disk_fails_the_job_and_removes_the_partial_file(pagila, backup_dir, monkeypatch):
+    """A real small file system needs mount privileges this suite cannot count on; the write that
+    hits ENOSPC is simulated at the storage layer, after real bytes from pg_dump have arrived."""
+    import errno
+
+    real_write = archives.HashingWriter.write
+
+    def write(self, data):
+        if self.size > 1000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(archives.HashingWriter, "write", write)
+    with pytest.raises(BackupError, match="backup storage is full"):
+        services.create_backup(database=pagila, compression="none")
+    job = BackupJob.objects.get()
+    assert job.status == BackupStatus.FAILED and "full" in job.error
+    assert [p for p in (backup_dir / pagila).iterdir()] == []
