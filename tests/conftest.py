@@ -13,7 +13,7 @@ from django.db import connections
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGILA = ROOT / "tests" / "fixtures" / "pagila"
-PAGILA_TEMPLATE = "backups_pagila_template"
+PAGILA_TEMPLATE = f"backups_pagila_template_{settings.RUN_ID}"
 
 
 @pytest.fixture(autouse=True)

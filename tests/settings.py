@@ -10,12 +10,15 @@ from config.settings import *  # noqa: E402,F403
 from config.settings import DATABASES, env  # noqa: E402
 
 _scratch = tempfile.mkdtemp(prefix="backups-tests-")
+# Test databases are named per run, so that two suites can share one PostgreSQL server.
+RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
+DATABASES["default"]["TEST"] = {"NAME": f"test_backups_{RUN_ID}"}
 
 # A database the tests fill with pagila and restore over; Django never migrates it (tests.routers).
 DATABASES["target"] = {
     **DATABASES["default"],
     "NAME": os.environ.get("TEST_TARGET_NAME", "backups_target"),
-    "TEST": {"NAME": "test_backups_target"},
+    "TEST": {"NAME": f"test_backups_target_{RUN_ID}"},
 }
 _sqlite = os.environ.get("TEST_SQLITE_PATH", f"{_scratch}/sqlite.sqlite3")
 DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_sqlite}")
@@ -28,3 +31,13 @@ BACKUP_DIRECTORY = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups"
 STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# A process that a test starts (the admin runs backups and restores in a detached `manage.py`)
+# must work on that test's databases and storage: the test passes them in the environment as
+# BACKUPS_TEST_DATABASES ("alias=name,...") and BACKUPS_TEST_BACKUP_DIRECTORY.
+for _pair in filter(None, os.environ.get("BACKUPS_TEST_DATABASES", "").split(",")):
+    _alias, _db_name = _pair.split("=", 1)
+    DATABASES[_alias]["NAME"] = _db_name
+if os.environ.get("BACKUPS_TEST_BACKUP_DIRECTORY"):
+    BACKUP_DIRECTORY = os.environ["BACKUPS_TEST_BACKUP_DIRECTORY"]
+    STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405

@@ -32,7 +32,7 @@ class LockHolder:
         self.process = subprocess.Popen(
             ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PGAPPNAME": "backups-test-lock-holder"},
+            env={**os.environ, "PGAPPNAME": f"backups-test-lock-holder-{os.getpid()}"},
         )
         self.process.stdin.write(f"BEGIN; {statement}; SELECT pg_sleep(600);\n")
         self.process.stdin.flush()
@@ -43,7 +43,8 @@ class LockHolder:
 
     def release(self):
         # Killing psql alone would leave its backend asleep in pg_sleep, still holding the lock.
-        psql(self.alias, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'backups-test-lock-holder'")
+        psql(self.alias, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         f"WHERE application_name = 'backups-test-lock-holder-{os.getpid()}'")
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()

@@ -101,7 +101,8 @@ class PostgreSQLEngine(Engine):
             raise BackupError(
                 _("pg_dump %(tool)s is older than the PostgreSQL %(server)s server of database %(alias)r; "
                   "install the PostgreSQL %(major)s client tools.")
-                % {"tool": tool_major, "server": server_version, "alias": self.alias, "major": server_major}
+                % {"tool": tool_major, "server": f"{server_major}.{server_num % 10000}", "alias": self.alias,
+                   "major": server_major}
             )
         return ServerInfo(server_version=server_version, tool_version=output.strip())
 

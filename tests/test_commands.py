@@ -1,0 +1,160 @@
+"""The management commands: what a person or a script sees, and that bad input loses nothing."""
+
+import hashlib
+import json
+import os
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+
+from backups_app.models import BackupJob, BackupStatus
+
+from .conftest import psql
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
+
+
+def run(*args, stdin=None, monkeypatch=None):
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_create_list_show_stats_as_json(pagila):
+    created = json.loads(run("backup_create", "--database", pagila, "--description", "nightly", "--json"))
+    for key in ("id", "database", "status", "trigger", "created", "size", "checksum", "file_name"):
+        assert created[key] not in (None, ""), key
+    assert (created["database"], created["status"], created["trigger"], created["description"]) == (
+        "target", "completed", "manual", "nightly")
+
+    listed = json.loads(run("backup_list", "--database", pagila, "--status", "completed", "--json"))
+    assert [job["id"] for job in listed] == [created["id"]]
+    assert json.loads(run("backup_list", "--status", "failed", "--json")) == []
+    shown = json.loads(run("backup_show", str(created["id"]), "--json"))
+    assert shown["checksum"] == created["checksum"] and shown["restores"] == []
+    stats = json.loads(run("backup_stats", "--json"))
+    assert stats["completed"] == 1 and stats["total_size"] == created["size"]
+    assert stats["databases"]["target"]["id"] == created["id"]
+    assert "1 backups: 1 completed" in run("backup_stats")
+
+
+def test_restore_asks_and_no_cancels(pagila, monkeypatch):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    psql(pagila, "UPDATE film SET title = 'changed'")
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    assert "Restore cancelled." in run("backup_restore", str(job["id"]))
+    assert psql(pagila, "SELECT count(DISTINCT title) FROM film").strip() == "1"
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    output = run("backup_restore", str(job["id"]))
+    assert "Restored backup" in output and "Safety backup taken before it" in output
+    assert psql(pagila, "SELECT count(DISTINCT title) FROM film").strip() == "1000"
+
+
+def test_restore_json_reports_the_safety_backup(pagila):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    result = json.loads(run("backup_restore", str(job["id"]), "--no-input", "--json"))
+    assert result["status"] == "completed" and result["backup"]["status"] == "restored"
+    assert result["safety_backup"]["trigger"] == "pre_restore_safety"
+
+
+@pytest.mark.parametrize("bad_id, message", [("999999", "There is no backup #999999"), ("abc", "'abc' is not a backup id")])
+def test_unknown_and_malformed_ids_are_one_clear_error(bad_id, message):
+    for command in (["backup_show"], ["backup_restore", "--no-input"], ["backup_delete", "--no-input"],
+                    ["backup_verify"], ["backup_download", "--output", "/tmp/never-written"]):
+        with pytest.raises(CommandError, match=message):
+            run(*command, bad_id)
+    assert not os.path.exists("/tmp/never-written")
+
+
+def test_verify_fails_loudly_on_a_damaged_archive(pagila, backup_dir):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    assert "is intact" in run("backup_verify", str(job["id"]))
+    with open(backup_dir / job["file_name"], "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"garbage")
+    with pytest.raises(CommandError, match="1 of 1 backups failed verification"):
+        run("backup_verify", "--all")
+
+
+def test_download_writes_the_exact_archive_and_never_overwrites(pagila, tmp_path):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    target = tmp_path / "copy.pgdump.zst"
+    run("backup_download", str(job["id"]), "--output", str(target))
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == job["checksum"]
+    assert target.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(CommandError, match="already exists"):
+        run("backup_download", str(job["id"]), "--output", str(target))
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == job["checksum"]
+
+
+def test_delete_removes_file_manifest_and_record(pagila, backup_dir, monkeypatch):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    run("backup_delete", str(job["id"]))
+    assert BackupJob.objects.filter(pk=job["id"]).exists()
+    run("backup_delete", str(job["id"]), "--no-input")
+    assert not BackupJob.objects.filter(pk=job["id"]).exists()
+    assert list((backup_dir / pagila).iterdir()) == []
+
+
+def test_cleanup_dry_run_then_real(pagila, backup_dir):
+    keep = json.loads(run("backup_create", "--database", pagila, "--json"))
+    newest = json.loads(run("backup_create", "--database", pagila, "--json"))
+    plan = json.loads(run("backup_cleanup", "--dry-run", "--retention-days", "0", "--json"))
+    assert [job["id"] for job in plan["expired"]] == [keep["id"]] and plan["bytes_freed"] == keep["size"]
+    assert (backup_dir / keep["file_name"]).exists()
+    run("backup_cleanup", "--retention-days", "0")
+    assert not (backup_dir / keep["file_name"]).exists() and (backup_dir / newest["file_name"]).exists()
+    with pytest.raises(CommandError, match="retention must be zero or more days"):
+        run("backup_cleanup", "--retention-days", "-1")
+
+
+def test_import_scan_command(pagila):
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    BackupJob.objects.all().delete()
+    assert f"as backup #{job['id']} of target" in run("backup_import", "--scan")
+    assert "Nothing to import" in run("backup_import", "--scan")
+
+
+def test_missing_pg_dump_fails_the_job_with_one_sentence(pagila, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no PostgreSQL tools
+    with pytest.raises(CommandError, match="^pg_dump is not installed or not on PATH"):
+        run("backup_create", "--database", pagila)
+    job = BackupJob.objects.get()
+    assert job.status == BackupStatus.FAILED and "pg_dump is not installed" in job.error
+
+
+def test_pg_dump_older_than_the_server_is_refused(pagila, monkeypatch, tmp_path):
+    """Only one PostgreSQL version is installed here, so an old pg_dump is a stand-in script that
+    reports version 12 (the check reads `pg_dump --version`, which is all it needs)."""
+    fake = tmp_path / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(CommandError, match=r"pg_dump 12 is older than the PostgreSQL 15\.\S+ server"):
+        run("backup_create", "--database", pagila)
+    assert BackupJob.objects.get().status == BackupStatus.FAILED
+
+
+def test_unsupported_engine_and_unknown_alias_name_the_supported_ones(monkeypatch):
+    dummy = {"ENGINE": "django.db.backends.dummy"}
+    monkeypatch.setitem(connections.settings, "legacy", connections.configure_settings({"default": dummy, "legacy": dummy})["legacy"])
+    from backups_app import services
+    from backups_app.errors import BackupError
+
+    with pytest.raises(BackupError, match="cannot be backed up; supported engines: postgresql, sqlite"):
+        services.create_backup(database="legacy")
+    with pytest.raises(CommandError, match="invalid choice: 'nope'"):
+        run("backup_create", "--database", "nope")
+    assert BackupJob.objects.count() == 0
+
+
+def test_sqlite_alias_backup_from_command(backup_dir):
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS t (id integer)")
+    job = json.loads(run("backup_create", "--database", "sqlite", "--compression", "gzip", "--json"))
+    assert job["file_name"].endswith(".sqlite3.gz") and job["engine"] == "sqlite"
