@@ -3,7 +3,7 @@
 import os
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 from django.utils.translation import gettext as _
 
 from .models import Compression
@@ -39,3 +39,59 @@ def check_backup_settings(app_configs, **kwargs):
                 id="backups_app.E004",
             ))
     return errors
+
+
+@register()
+def check_schedule_settings(app_configs, **kwargs):
+    """Refuse a schedule cron would not run (crontab add and every job run these checks first)."""
+    from .schedule import validate_cron_expression
+
+    errors = []
+    for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011")):
+        value = getattr(settings, name, "")
+        if not value:
+            continue  # empty: that job is not scheduled
+        try:
+            validate_cron_expression(value)
+        except ValueError as exc:
+            errors.append(Error(_("%(name)s is invalid: %(reason)s") % {"name": name, "reason": exc}, id=check_id))
+    max_age = getattr(settings, "BACKUP_MAX_AGE_HOURS", 26)
+    if max_age <= 0:
+        errors.append(Error(
+            _("BACKUP_MAX_AGE_HOURS is %(value)s; it must be a positive number of hours.") % {"value": max_age},
+            id="backups_app.E012",
+        ))
+    unknown = [alias for alias in getattr(settings, "BACKUP_DATABASES", []) if alias not in settings.DATABASES]
+    if unknown:
+        errors.append(Error(
+            _("BACKUP_DATABASES names %(unknown)s, which DATABASES does not configure (configured: %(known)s).")
+            % {"unknown": ", ".join(unknown), "known": ", ".join(settings.DATABASES)},
+            id="backups_app.E013",
+        ))
+    return errors
+
+
+# backup_check's conditions as deployment checks (`manage.py check --deploy`): what stops backups
+# from running is an error; a database never backed up yet (a fresh install) or little free space
+# is a warning.
+HEALTH_CHECK_IDS = {
+    "storage_not_writable": (Error, "backups_app.E020"),
+    "cannot_back_up": (Error, "backups_app.E021"),
+    "stale": (Error, "backups_app.E022"),
+    "last_backup_failed": (Error, "backups_app.E023"),
+    "interrupted": (Error, "backups_app.E024"),
+    "catalog_unreadable": (Error, "backups_app.E025"),
+    "never_backed_up": (Warning, "backups_app.W020"),
+    "storage_low": (Warning, "backups_app.W021"),
+}
+
+
+@register(deploy=True)
+def check_backup_health(app_configs, **kwargs):
+    from .monitoring import check_health
+
+    messages = []
+    for problem in check_health().problems:
+        level, check_id = HEALTH_CHECK_IDS[problem.code]
+        messages.append(level(problem.message, hint=_("Run `manage.py backup_check` for the whole picture."), id=check_id))
+    return messages

@@ -133,8 +133,9 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
         archives.delete(job.file_name)
         raise
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            reason = _("The backup storage is full; free some space (backup_cleanup) or move BACKUP_DIRECTORY.")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            reason = _("The backup storage is full (%(reason)s); free some space (backup_cleanup) or move "
+                       "BACKUP_DIRECTORY.") % {"reason": exc.strerror}
         else:
             reason = _("Writing the archive failed: %(reason)s.") % {"reason": exc}
         _fail(job, reason)

@@ -190,9 +190,10 @@ def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog)
                 try:
                     cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
                     environ = open(f"/proc/{pid}/environ", "rb").read()
-                except OSError:
+                    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
                     continue
-                ours = b"PGAPPNAME=django-backups" in environ.split(b"\0")
+                ours = parent == os.getpid() and b"PGAPPNAME=django-backups" in environ.split(b"\0")
                 if ours and os.path.basename(cmdline[0]) == tool.encode():
                     seen.append((tool, b" ".join(cmdline), secret.encode() in environ))
                     holder.release()
@@ -232,21 +233,37 @@ def test_archives_are_0600_and_directory_0700(pagila, backup_dir):
     assert (backup_dir / pagila).stat().st_mode & 0o777 == 0o700
 
 
-def test_full_disk_fails_the_job_and_removes_the_partial_file(pagila, backup_dir, monkeypatch):
-    """A real small file system needs mount privileges this suite cannot count on; the write that
-    hits ENOSPC is simulated at the storage layer, after real bytes from pg_dump have arrived."""
-    import errno
+@pytest.fixture
+def small_backup_dir(backup_dir):
+    """The backup storage on a real 1 MiB tmpfs (needs root, as the suite has on these machines)."""
+    backup_dir.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(backup_dir)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield backup_dir
+    subprocess.run(["umount", str(backup_dir)], check=True)
 
-    real_write = archives.HashingWriter.write
 
-    def write(self, data):
-        if self.size > 1000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(archives.HashingWriter, "write", write)
-    with pytest.raises(BackupError, match="backup storage is full"):
-        services.create_backup(database=pagila, compression="none")
+def test_full_disk_fails_the_job_and_removes_the_partial_file(pagila, small_backup_dir):
+    with pytest.raises(BackupError, match=r"backup storage is full \(No space left on device\)"):
+        services.create_backup(database=pagila, compression="none")  # pagila is ~3.5 MB uncompressed
     job = BackupJob.objects.get()
     assert job.status == BackupStatus.FAILED and "full" in job.error
-    assert [p for p in (backup_dir / pagila).iterdir()] == []
+    assert list((small_backup_dir / pagila).iterdir()) == []
+    # Compressed, it fits: the failure left nothing behind that takes the space.
+    assert services.create_backup(database=pagila, compression="zstd").status == BackupStatus.COMPLETED
+
+
+def test_file_size_limit_fails_the_job_and_removes_the_partial_file(pagila, backup_dir):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
+
+    child = manage(backup_dir, "backup_create", "--database", pagila, "--compression", "none", preexec_fn=limit)
+    assert child.wait(timeout=60) == 1
+    assert "The backup storage is full (File too large)" in child.stderr.read()
+    job = BackupJob.objects.get()
+    assert job.status == BackupStatus.FAILED and "File too large" in job.error
+    assert list((backup_dir / pagila).iterdir()) == []

@@ -74,3 +74,15 @@ def test_embedded_default_round_trip_from_the_command_line(tmp_path):
     assert listed[first["id"]]["status"] == "restored"
     shown = json.loads(manage("backup_show", str(first["id"]), "--json"))
     assert shown["restores"][0]["status"] == "completed"
+
+    # The database is lost: a new empty one gets its catalog back from the manifests.
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path}/new.sqlite3"
+    manage("migrate", "--noinput", "-v0")
+    imported = json.loads(manage("backup_import", "--scan", "--json"))
+    assert imported["problems"] == []
+    rebuilt = {job["id"]: job for job in json.loads(manage("backup_list", "--json"))}
+    assert set(rebuilt) == set(listed)
+    assert all(rebuilt[i]["checksum"] == listed[i]["checksum"] for i in rebuilt)
+    manage("backup_restore", str(second["id"]), "--no-input")
+    users = sqlite3.connect(tmp_path / "new.sqlite3").execute("SELECT username FROM auth_user ORDER BY 1").fetchall()
+    assert users == [("after",), ("before",)]

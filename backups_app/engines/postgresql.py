@@ -160,6 +160,8 @@ class PostgreSQLEngine(Engine):
                 f"AND pid <> pg_backend_pid() AND pid NOT IN ({', '.join(str(int(p)) for p in keep_pids)});"
             )
         for _table, qualified, copy in plan:
+            # No one may add a catalog row between this copy and the COMMIT, or it would be lost.
+            sql.append(f"LOCK TABLE {qualified} IN EXCLUSIVE MODE;")
             sql.append(f"CREATE TEMP TABLE {copy.split('.')[1]} ON COMMIT DROP AS SELECT * FROM {qualified};")
         sql += [
             "DO $$ DECLARE s name; BEGIN FOR s IN SELECT nspname FROM pg_namespace "

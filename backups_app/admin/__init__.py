@@ -1,0 +1,224 @@
+"""The backup console: a customized BackupJob admin that runs every operation through the services."""
+
+import json
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from backups_app import archives, jobs, services
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, BackupStatus
+
+from .display import ACTIVE_STATUSES, live_backup, when
+from .forms import RestoreForm
+from .stats import stats_panel
+from .views import BackupConsoleViews
+
+
+@admin.register(BackupJob)
+class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
+    list_display = [
+        "id", "status_badge", "database", "trigger", "created_at", "duration", "size", "short_checksum",
+        "requested_by_name", "description",
+    ]
+    list_display_links = ["id"]
+    list_filter = ["status", "trigger", "database"]
+    date_hierarchy = "created_at"
+    search_fields = ["description", "file_name"]
+    list_per_page = 50
+    actions = ["restore_selected", "verify_selected"]
+    fieldsets = [
+        (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
+                           "error_text"]}),
+        (gettext_lazy("Timing"), {"fields": ["created_at", "started", "finished", "duration"]}),
+        (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
+                                              "checksum", "server_version", "tool_version"]}),
+        (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
+        (gettext_lazy("Restores from this backup"), {"fields": ["restore_history"]}),
+        (gettext_lazy("Manifest"), {"fields": ["manifest"]}),
+    ]
+    readonly_fields = [name for _title, options in fieldsets for name in options["fields"]]
+
+    class Media:
+        css = {"all": ["backups_app/console.css"]}
+        js = ["backups_app/console.js"]
+
+    # Permissions ------------------------------------------------------------------------------
+
+    def _has_model_permission(self, request, action):
+        return request.user.has_perm("%s.%s" % (self.opts.app_label, get_permission_codename(action, self.opts)))
+
+    def has_add_permission(self, request):
+        return False  # backups are made through the create form (create_view), never the plain add form
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the catalog records what happened: the detail page is read-only
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status in ACTIVE_STATUSES:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_create_permission(self, request):
+        return self._has_model_permission(request, "add")
+
+    def has_restore_permission(self, request):
+        return self._has_model_permission(request, "restore")
+
+    def has_download_permission(self, request):
+        return self._has_model_permission(request, "download")
+
+    def has_verify_permission(self, request):
+        return self.has_view_permission(request)
+
+    # The change list ---------------------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def status_badge(self, job):
+        return live_backup(job, "status")
+
+    @admin.display(description=gettext_lazy("duration"))
+    def duration(self, job):
+        return live_backup(job, "duration")
+
+    @admin.display(description=gettext_lazy("size"), ordering="size_bytes")
+    def size(self, job):
+        return live_backup(job, "size")
+
+    @admin.display(description=gettext_lazy("checksum"))
+    def short_checksum(self, job):
+        return live_backup(job, "checksum")
+
+    def changelist_view(self, request, extra_context=None):
+        if self.has_view_permission(request):
+            jobs.fail_dead_jobs()
+            jobs.log_finished_restores()
+        extra_context = {
+            **(extra_context or {}),
+            "stats": stats_panel(),
+            "status_url": self.url("status"),
+            "has_create_permission": self.has_create_permission(request),
+            "has_cleanup_permission": self.has_delete_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
+    # The detail page ---------------------------------------------------------------------------
+
+    @admin.display(description=gettext_lazy("started"))
+    def started(self, job):
+        return live_backup(job, "started")
+
+    @admin.display(description=gettext_lazy("finished"))
+    def finished(self, job):
+        return live_backup(job, "finished")
+
+    @admin.display(description=gettext_lazy("file name"))
+    def live_file_name(self, job):
+        return live_backup(job, "file_name")
+
+    @admin.display(description=gettext_lazy("bytes written so far"))
+    def bytes_written_text(self, job):
+        return live_backup(job, "bytes_written")
+
+    @admin.display(description=gettext_lazy("SHA-256"))
+    def checksum(self, job):
+        return live_backup(job, "checksum_full")
+
+    @admin.display(description=gettext_lazy("error"))
+    def error_text(self, job):
+        return live_backup(job, "error")
+
+    @admin.display(description=gettext_lazy("restores"))
+    def restore_history(self, job):
+        restores = job.restores.select_related("safety_backup")
+        if not restores:
+            return _("Never restored.")
+        rows = format_html_join(
+            "", '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (self.url("restore_status", restore.pk), restore.pk, restore.database, restore.get_status_display(),
+                 when(restore.started_at), when(restore.finished_at), restore.requested_by_name or "-",
+                 restore.error or (f"#{restore.safety_backup_id}" if restore.safety_backup_id else "-"))
+                for restore in restores
+            ),
+        )
+        header = format_html_join("", "<th>{}</th>", (
+            (_("restore"),), (_("into"),), (_("status"),), (_("started"),), (_("finished"),), (_("by"),),
+            (_("safety backup or error"),),
+        ))
+        return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', header, rows)
+
+    @admin.display(description=gettext_lazy("manifest"))
+    def manifest(self, job):
+        if not job.file_name or job.status in ACTIVE_STATUSES or job.status == BackupStatus.FAILED:
+            return "-"
+        try:
+            manifest = archives.read_manifest(job.file_name + archives.MANIFEST_SUFFIX)
+        except BackupError as exc:
+            return str(exc)
+        return format_html('<pre class="backup-manifest">{}</pre>', json.dumps(manifest, indent=2, sort_keys=True))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if self.has_view_permission(request):
+            jobs.fail_dead_jobs()
+            jobs.log_finished_restores()
+        extra_context = {
+            **(extra_context or {}),
+            "status_url": self.url("status"),
+            "has_download_permission": self.has_download_permission(request),
+            "has_restore_permission": self.has_restore_permission(request),
+            "has_verify_permission": self.has_verify_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # Delete: the archive and the manifest go with the record ----------------------------------
+
+    def delete_model(self, request, obj):
+        services.delete_backup(backup=obj, acting_user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for job in queryset:
+            services.delete_backup(backup=job, acting_user=request.user)
+
+    # Actions ----------------------------------------------------------------------------------
+
+    @admin.action(permissions=["restore"], description=gettext_lazy("Restore the selected backup…"))
+    def restore_selected(self, request, queryset):
+        """Like delete_selected: the first POST shows the confirmation page, the POST back with post=yes restores."""
+        if len(queryset) != 1:
+            self.message_user(request, _("Select exactly one backup to restore."), messages.WARNING)
+            return None
+        backup = queryset[0]
+        if not request.POST.get("post"):
+            return self.restore_confirmation(request, backup, RestoreForm(backup=backup))
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        form = RestoreForm(request.POST, backup=backup)
+        if not form.is_valid():
+            return self.restore_confirmation(request, backup, form)
+        restore = jobs.start_restore(
+            backup=backup,
+            database=form.cleaned_data["database"],
+            safety_backup=form.cleaned_data["safety_backup"],
+            terminate_sessions=form.cleaned_data["terminate_sessions"],
+            acting_user=request.user,
+        )
+        # The LogEntry is written once the restore has finished (jobs.log_finished_restores): restoring
+        # the application's own database puts the LogEntry table back to the backup's state.
+        self.message_user(
+            request,
+            _("Restore #%(id)s of backup #%(backup)s into %(database)s started; this page follows it.")
+            % {"id": restore.pk, "backup": backup.pk, "database": restore.database},
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self.url("restore_status", restore.pk))
+
+    @admin.action(permissions=["verify"], description=gettext_lazy("Verify the selected backups' archives"))
+    def verify_selected(self, request, queryset):
+        for job in queryset:
+            self.verify_and_report(request, job)

@@ -1,0 +1,114 @@
+"""How a backup or a restore reads in the console; shared by the pages and the live status JSON."""
+
+from django.template.defaultfilters import filesizeformat
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+
+from backups_app.models import BackupStatus, RestoreStatus
+
+ACTIVE_STATUSES = (BackupStatus.PENDING, BackupStatus.RUNNING)
+
+
+def when(value) -> str:
+    return formats.localize(timezone.template_localtime(value)) if value else "-"
+
+
+def seconds_text(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return _("%(s)d s") % {"s": seconds}
+    if seconds < 3600:
+        return _("%(m)d min %(s)02d s") % {"m": seconds // 60, "s": seconds % 60}
+    return _("%(h)d h %(m)02d min") % {"h": seconds // 3600, "m": seconds // 60 % 60}
+
+
+def elapsed_text(started, finished) -> str:
+    """Return how long something took, or has been running so far ("-" before it started)."""
+    if not started:
+        return "-"
+    return seconds_text(((finished or timezone.now()) - started).total_seconds())
+
+
+def size_text(job) -> str:
+    if job.status in ACTIVE_STATUSES:
+        if not job.bytes_written:
+            return "-"
+        return _("%(size)s written") % {"size": filesizeformat(job.bytes_written)}
+    return filesizeformat(job.size_bytes) if job.size_bytes is not None else "-"
+
+
+def backup_fields(job) -> dict[str, str]:
+    """Return the text of each live field of a backup, by the name its `data-field` carries."""
+    return {
+        "status": job.get_status_display(),
+        "started": when(job.started_at),
+        "finished": when(job.finished_at),
+        "duration": elapsed_text(job.started_at, job.finished_at),
+        "size": size_text(job),
+        "bytes_written": filesizeformat(job.bytes_written),
+        "checksum": job.checksum_sha256[:12] if job.checksum_sha256 else "-",
+        "checksum_full": job.checksum_sha256 or "-",
+        "file_name": job.file_name or "-",
+        "error": job.error or "-",
+    }
+
+
+def backup_json(job) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "active": job.status in ACTIVE_STATUSES,
+        "bytes_written": job.bytes_written,
+        "size": job.size_bytes,
+        "checksum": job.checksum_sha256 or None,
+        "fields": backup_fields(job),
+    }
+
+
+def safety_text(restore) -> str:
+    job = restore.safety_backup
+    if job is None:
+        return "-"
+    return _("Backup #%(id)s: %(status)s, %(size)s") % {
+        "id": job.pk, "status": job.get_status_display().lower(), "size": size_text(job),
+    }
+
+
+def restore_fields(restore, running: bool) -> dict[str, str]:
+    status = RestoreStatus.RUNNING.label if running else restore.get_status_display()
+    return {
+        "safety": safety_text(restore),
+        "status": status,
+        "started": when(restore.started_at),
+        "finished": "-" if running else when(restore.finished_at),
+        "duration": elapsed_text(restore.started_at, None if running else restore.finished_at),
+        "error": "-" if running else (restore.error or "-"),
+    }
+
+
+def restore_json(restore, running: bool) -> dict:
+    safety = restore.safety_backup
+    return {
+        "id": restore.pk,
+        "status": RestoreStatus.RUNNING if running else restore.status,
+        "active": running,
+        "fields": restore_fields(restore, running),
+        "safety_backup": backup_json(safety) if safety else None,
+    }
+
+
+def live(kind: str, pk, field: str, text: str, *, status: str = "", title: str = ""):
+    """Render a value that console.js keeps current: <span data-backup-id=".." data-field="..">."""
+    if field == "status":
+        return format_html(
+            '<span class="backup-badge backup-badge--{}" data-{}-id="{}" data-field="status" data-status="{}">{}</span>',
+            status, kind, pk, status, text,
+        )
+    return format_html('<span data-{}-id="{}" data-field="{}" title="{}">{}</span>', kind, pk, field, title, text)
+
+
+def live_backup(job, field: str):
+    text = backup_fields(job)[field]
+    title = job.checksum_sha256 if field == "checksum" else ""
+    return live("backup", job.pk, field, text, status=job.status, title=title)

@@ -1,0 +1,103 @@
+from django import forms
+from django.conf import settings
+from django.db import connections
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from backups_app.engines import ENGINES
+from backups_app.models import BackupJob, BackupStatus, Compression, Restore, RestoreStatus
+
+
+def database_choices(engine: str | None = None) -> list[tuple[str, str]]:
+    """Return the configured database aliases that can be backed up (of one engine, if given)."""
+    choices = []
+    for alias in connections:
+        vendor = connections[alias].vendor
+        if vendor in ENGINES and (engine is None or vendor == engine):
+            choices.append((alias, f"{alias} ({connections[alias].settings_dict['NAME']}, {vendor})"))
+    return choices
+
+
+def busy_reason(database: str) -> str:
+    """Return why a new backup or restore of a database would be refused now, or ""."""
+    job = BackupJob.objects.filter(database=database, status__in=[BackupStatus.PENDING, BackupStatus.RUNNING]).first()
+    if job:
+        return _("Backup #%(id)s of database %(database)s is %(status)s; wait until it has finished.") % {
+            "id": job.pk, "database": database, "status": job.get_status_display().lower(),
+        }
+    restore = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).first()
+    if restore:
+        return _("Restore #%(id)s into database %(database)s is running; wait until it has finished.") % {
+            "id": restore.pk, "database": database,
+        }
+    return ""
+
+
+class CreateBackupForm(forms.Form):
+    database = forms.ChoiceField(label=gettext_lazy("Database"))
+    description = forms.CharField(
+        label=gettext_lazy("Description"), max_length=255, required=False,
+        help_text=gettext_lazy("A note stored with the backup, e.g. why it was taken."),
+    )
+    compression = forms.ChoiceField(label=gettext_lazy("Compression"), choices=Compression.choices)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["database"].choices = database_choices()
+        self.fields["database"].initial = "default"
+        self.fields["compression"].initial = settings.BACKUP_COMPRESSION
+
+    def clean_database(self):
+        database = self.cleaned_data["database"]
+        reason = busy_reason(database)
+        if reason:
+            raise forms.ValidationError(reason)
+        return database
+
+
+class RestoreForm(forms.Form):
+    database = forms.ChoiceField(
+        label=gettext_lazy("Restore into database"),
+        help_text=gettext_lazy("Its whole content is replaced by the backup's."),
+    )
+    safety_backup = forms.BooleanField(
+        label=gettext_lazy("Take a safety backup of the database first"), required=False, initial=True,
+        help_text=gettext_lazy("Lets you go back to the database as it is now."),
+    )
+    terminate_sessions = forms.BooleanField(
+        label=gettext_lazy("End other sessions connected to the database"), required=False,
+        help_text=gettext_lazy("Otherwise the restore waits at most BACKUP_LOCK_TIMEOUT seconds for their locks."),
+    )
+    confirm_database = forms.CharField(
+        label=gettext_lazy("Type the database name to confirm"), max_length=100,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, backup: BackupJob, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backup = backup
+        self.fields["database"].choices = database_choices(backup.engine)
+        self.fields["database"].initial = backup.database
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.backup.is_usable:
+            raise forms.ValidationError(
+                _("Backup #%(id)s is %(status)s; only a completed backup can be restored.")
+                % {"id": self.backup.pk, "status": self.backup.get_status_display().lower()}
+            )
+        database = cleaned.get("database")
+        if database and cleaned.get("confirm_database") not in (None, database):
+            self.add_error("confirm_database", _("Type %(database)s exactly to confirm.") % {"database": database})
+        if database:
+            reason = busy_reason(database)
+            if reason:
+                raise forms.ValidationError(reason)
+        return cleaned
+
+
+class CleanupForm(forms.Form):
+    retention_days = forms.IntegerField(
+        label=gettext_lazy("Keep completed backups for (days)"), min_value=0,
+        help_text=gettext_lazy("Each database's newest backup is always kept."),
+    )

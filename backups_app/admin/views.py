@@ -1,0 +1,256 @@
+"""The console's pages beside Django's change list and detail page: create, download, verify,
+restore confirmation and status, cleanup, and the live status JSON.
+
+Each is wrapped in `admin_site.admin_view` (staff only) and checks its own model permission.
+"""
+
+import base64
+import hashlib
+import os
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import connections
+from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext as _
+
+from backups_app import archives, jobs, services
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, Restore, RestoreStatus
+
+from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json
+from .forms import CleanupForm, CreateBackupForm, RestoreForm
+from .stats import stats_panel
+
+TEMPLATES = "admin/backups_app/backupjob/"
+
+
+def _ids(text: str | None) -> list[int]:
+    return [int(part) for part in (text or "").split(",") if part.strip().isdigit()][:200]
+
+
+def plan_signature(plan) -> str:
+    """Identify what a cleanup plan deletes, so that confirming deletes exactly what was previewed."""
+    names = sorted(str(job.pk) for job in plan.expired + plan.failed) + sorted(plan.leftovers)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+
+
+class BackupConsoleViews:
+    """Mixed into BackupJobAdmin."""
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        return [
+            path("create/", wrap(self.create_view), name="%s_%s_create" % info),
+            path("status/", wrap(self.status_view), name="%s_%s_status" % info),
+            path("cleanup/", wrap(self.cleanup_view), name="%s_%s_cleanup" % info),
+            path("restores/<int:restore_id>/", wrap(self.restore_status_view), name="%s_%s_restore_status" % info),
+            path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
+            path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
+            path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
+            *super().get_urls(),
+        ]
+
+    def url(self, name, *args):
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args, current_app=self.admin_site.name)
+
+    def console_context(self, request, **context):
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "media": self.media,
+            "status_url": self.url("status"),
+            **context,
+        }
+
+    def get_job_or_404(self, request, object_id):
+        job = self.get_object(request, unquote(object_id))
+        if job is None:
+            raise Http404(_("There is no backup #%(id)s.") % {"id": object_id})
+        return job
+
+    # Create -----------------------------------------------------------------------------------
+
+    def create_view(self, request):
+        if not self.has_create_permission(request):
+            raise PermissionDenied
+        form = CreateBackupForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            job = jobs.start_backup(**form.cleaned_data, acting_user=request.user)
+            self.log_addition(request, job, [{"added": {}}])
+            self.message_user(
+                request,
+                _("Backup #%(id)s of %(database)s started; it runs in the background and this list follows it.")
+                % {"id": job.pk, "database": job.database},
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(self.url("changelist"))
+        context = self.console_context(request, title=_("Create a backup"), form=form)
+        return TemplateResponse(request, TEMPLATES + "create.html", context)
+
+    # Live status ------------------------------------------------------------------------------
+
+    def status_view(self, request):
+        """Return the state of the backups and restores a page shows (?backups=1,2&restores=3) as JSON."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        # Bookkeeping, not a change a person asked for: a dead process's job is recorded as failed.
+        jobs.fail_dead_jobs()
+        restores = Restore.objects.filter(pk__in=_ids(request.GET.get("restores"))).select_related("safety_backup")
+        jobs.log_finished_restores(restores)
+        data = {
+            "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
+            "restores": [restore_json(restore, jobs.restore_is_running(restore)) for restore in restores],
+            "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
+            or Restore.objects.filter(status=RestoreStatus.RUNNING).exists(),
+        }
+        if request.GET.get("stats"):
+            data["stats_html"] = render_to_string(TEMPLATES + "stats_panel.html", {"stats": stats_panel()}, request)
+        return JsonResponse(data)
+
+    # Download and verify ----------------------------------------------------------------------
+
+    def download_view(self, request, object_id):
+        if not self.has_download_permission(request):
+            raise PermissionDenied
+        job = self.get_job_or_404(request, object_id)
+        try:
+            archive = services.open_backup(backup=job, acting_user=request.user)
+        except BackupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(self.url("change", job.pk))
+        self.log_change(request, job, _("Downloaded the archive."))
+        response = FileResponse(
+            archive, as_attachment=True, filename=os.path.basename(job.file_name), content_type="application/octet-stream"
+        )
+        response.block_size = archives.CHUNK_SIZE
+        response["X-Checksum-SHA256"] = job.checksum_sha256
+        response["Repr-Digest"] = "sha-256=:%s:" % base64.b64encode(bytes.fromhex(job.checksum_sha256)).decode()
+        return response
+
+    def verify_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_verify_permission(request):
+            raise PermissionDenied
+        self.verify_and_report(request, self.get_job_or_404(request, object_id))
+        return HttpResponseRedirect(self.url("change", object_id))
+
+    def verify_and_report(self, request, job):
+        result = services.verify_backup(backup=job)
+        if result.ok:
+            self.log_change(request, job, _("Verified: the archive matches its checksum and reads through."))
+            self.message_user(
+                request,
+                _("Backup #%(id)s is intact: its archive matches its SHA-256 checksum and reads through.") % {"id": job.pk},
+                messages.SUCCESS,
+            )
+        else:
+            self.log_change(request, job, _("Verification failed: %(problem)s") % {"problem": result.problem})
+            self.message_user(
+                request, _("Backup #%(id)s is damaged: %(problem)s") % {"id": job.pk, "problem": result.problem},
+                messages.ERROR,
+            )
+
+    # Restore ----------------------------------------------------------------------------------
+
+    def restore_view(self, request, object_id):
+        """Show the restore confirmation of one backup; confirming posts to the restore_selected action."""
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        job = self.get_job_or_404(request, object_id)
+        return self.restore_confirmation(request, job, RestoreForm(backup=job))
+
+    def restore_confirmation(self, request, backup, form):
+        try:
+            manifest, manifest_problem = archives.read_manifest(backup.file_name + archives.MANIFEST_SUFFIX), ""
+        except BackupError as exc:
+            manifest, manifest_problem = None, str(exc)
+        targets = [
+            {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor}
+            for alias, _label in form.fields["database"].choices
+        ]
+        context = self.console_context(
+            request,
+            title=_("Restore backup #%(id)s?") % {"id": backup.pk},
+            backup=backup,
+            form=form,
+            manifest=manifest,
+            manifest_problem=manifest_problem,
+            targets=targets,
+            queryset=[backup],
+            action_checkbox_name="_selected_action",
+            form_url=self.url("changelist"),
+        )
+        return TemplateResponse(request, TEMPLATES + "restore_confirmation.html", context)
+
+    def restore_status_view(self, request, restore_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        jobs.fail_dead_jobs()
+        jobs.log_finished_restores(Restore.objects.filter(pk=restore_id))
+        restore = get_object_or_404(Restore.objects.select_related("backup", "safety_backup"), pk=restore_id)
+        running = jobs.restore_is_running(restore)
+        context = self.console_context(
+            request,
+            title=_("Restore #%(id)s into %(database)s") % {"id": restore.pk, "database": restore.database},
+            restore=restore,
+            running=running,
+            fields=restore_fields(restore, running),
+            status=RestoreStatus.RUNNING if running else restore.status,
+        )
+        return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
+
+    # Cleanup ----------------------------------------------------------------------------------
+
+    def cleanup_view(self, request):
+        """GET previews what a cleanup deletes; POST with post=yes deletes exactly that."""
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else request.GET
+        form = CleanupForm(data if "retention_days" in data else None,
+                           initial={"retention_days": settings.BACKUP_RETENTION_DAYS})
+        days = form.cleaned_data["retention_days"] if form.is_bound and form.is_valid() else None
+        plan = None
+        if not form.is_bound or days is not None:
+            plan = services.plan_cleanup(retention_days=days)
+        if request.method == "POST" and request.POST.get("post") == "yes" and plan is not None:
+            if request.POST.get("plan") == plan_signature(plan):
+                return self.run_cleanup(request, plan, days)
+            self.message_user(
+                request, _("What the cleanup would delete has changed since the preview; check the list again."),
+                messages.WARNING,
+            )
+        context = self.console_context(
+            request,
+            title=_("Clean up backups"),
+            form=form,
+            plan=plan,
+            plan_signature=plan_signature(plan) if plan else "",
+            deletes_anything=bool(plan and (plan.expired or plan.failed or plan.leftovers)),
+        )
+        return TemplateResponse(request, TEMPLATES + "cleanup.html", context)
+
+    def run_cleanup(self, request, plan, days):
+        self.log_deletions(request, BackupJob.objects.filter(pk__in=[job.pk for job in plan.expired + plan.failed]))
+        try:
+            done = services.cleanup_backups(retention_days=days, acting_user=request.user)
+        except BackupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(self.url("cleanup"))
+        self.message_user(
+            request,
+            _("Cleanup deleted %(backups)d backups and %(leftovers)d leftover files, freeing %(size)s.")
+            % {"backups": len(done.expired) + len(done.failed), "leftovers": len(done.leftovers),
+               "size": filesizeformat(done.bytes_freed)},
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self.url("changelist"))

@@ -1,0 +1,279 @@
+"""Can the backups be trusted right now? What `backup_check`, the deployment checks and /health/ report.
+
+Each scheduled database (BACKUP_DATABASES) is CRITICAL when it has no successful backup, when its
+newest successful backup is older than BACKUP_MAX_AGE_HOURS, when its newest finished backup
+failed, when a backup of it was left RUNNING by a process that died, or when it cannot be backed
+up now (server unreachable, pg_dump missing or older than the server). The storage is CRITICAL
+when a file cannot be written to it, and a WARNING when its free space is less than twice the
+largest newest backup. Levels and exit codes follow the Nagios plugin convention.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import DatabaseError
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import archives
+from .engines import get_engine
+from .errors import BackupError
+from .jobs import fail_dead_jobs, process_state
+from .models import USABLE_STATUSES, BackupJob, BackupStatus
+from .schedule import scheduled_databases
+from .selectors import running_jobs
+
+
+class Level(IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+# Problem codes: stable, and the only thing /health/ says about a problem (messages can name hosts and paths).
+NEVER = "never_backed_up"
+STALE = "stale"
+FAILED = "last_backup_failed"
+INTERRUPTED = "interrupted"
+UNAVAILABLE = "cannot_back_up"
+CATALOG = "catalog_unreadable"
+STORAGE = "storage_not_writable"
+STORAGE_LOW = "storage_low"
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: Level
+    code: str
+    message: str  # one line, for people
+    database: str | None = None
+
+
+@dataclass
+class DatabaseState:
+    database: str
+    latest: BackupJob | None = None  # the newest successful backup
+    age_hours: float | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def level(self) -> Level:
+        return max((problem.level for problem in self.problems), default=Level.OK)
+
+
+@dataclass
+class HealthReport:
+    checked_at: datetime
+    max_age_hours: float
+    databases: dict[str, DatabaseState]
+    problems: list[Problem]  # every problem, the databases' included
+    dead_jobs_failed: int = 0
+
+    @property
+    def level(self) -> Level:
+        return max((problem.level for problem in self.problems), default=Level.OK)
+
+    def summary(self, *, perfdata: bool = True) -> str:
+        """Return the one-line summary of a Nagios plugin: status, what is wrong (or right), perfdata."""
+        if self.problems:
+            worst = sorted(self.problems, key=lambda problem: -problem.level)
+            text = "; ".join(problem.message for problem in worst)
+        else:
+            text = "; ".join(
+                _("%(database)s: newest backup #%(id)s is %(hours).1f hours old") % {
+                    "database": state.database, "id": state.latest.pk, "hours": state.age_hours}
+                for state in self.databases.values()
+            ) + " " + _("(limit %(limit)s hours)") % {"limit": _number(self.max_age_hours)}
+        line = f"BACKUP {self.level.label} - {text}"
+        ages = " ".join(
+            f"'age_{state.database}'={int(state.age_hours * 3600)}s;;{int(self.max_age_hours * 3600)};0"
+            for state in self.databases.values()
+            if state.age_hours is not None
+        )
+        return f"{line} | {ages}" if perfdata and ages else line
+
+    def to_dict(self) -> dict:
+        """Everything, for `backup_check --json` (messages may name hosts and paths: not for the public)."""
+        return {
+            "status": self.level.label.lower(),
+            "exit_code": int(self.level),
+            "summary": self.summary(),
+            "checked": self.checked_at.isoformat(),
+            "max_age_hours": self.max_age_hours,
+            "dead_jobs_failed": self.dead_jobs_failed,
+            "databases": {
+                name: {
+                    "status": state.level.label.lower(),
+                    "latest_backup": state.latest.pk if state.latest else None,
+                    "latest_backup_created": state.latest.created_at.isoformat() if state.latest else None,
+                    "age_hours": _rounded(state.age_hours),
+                }
+                for name, state in self.databases.items()
+            },
+            "problems": [
+                {"level": problem.level.label.lower(), "code": problem.code, "database": problem.database,
+                 "message": problem.message}
+                for problem in self.problems
+            ],
+        }
+
+    def to_public_dict(self) -> dict:
+        """What an uptime monitor may see: statuses, ages and problem codes; no messages, paths or hosts."""
+        return {
+            "status": self.level.label.lower(),
+            "checked": self.checked_at.isoformat(),
+            "max_age_hours": self.max_age_hours,
+            "databases": {
+                name: {
+                    "status": state.level.label.lower(),
+                    "latest_backup_created": state.latest.created_at.isoformat() if state.latest else None,
+                    "age_hours": _rounded(state.age_hours),
+                    "problems": [problem.code for problem in state.problems],
+                }
+                for name, state in self.databases.items()
+            },
+            "problems": [
+                {"level": problem.level.label.lower(), "code": problem.code, "database": problem.database}
+                for problem in self.problems
+            ],
+        }
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _rounded(hours: float | None) -> float | None:
+    return None if hours is None else round(hours, 2)
+
+
+def _first_line(error: object) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else error.__class__.__name__
+
+
+def check_health(*, fail_dead: bool = False) -> HealthReport:
+    """Return the health of the scheduled databases and the storage.
+
+    With `fail_dead`, jobs whose process died are first marked FAILED with a reason (what
+    `backup_check` does); without it nothing is changed and such jobs are only reported.
+    """
+    now = timezone.now()
+    max_age = float(settings.BACKUP_MAX_AGE_HOURS)
+    report = HealthReport(checked_at=now, max_age_hours=max_age, databases={}, problems=[])
+    try:
+        if fail_dead:
+            report.dead_jobs_failed = fail_dead_jobs()
+        for database in scheduled_databases():
+            report.databases[database] = _database_state(database, now, max_age)
+    except DatabaseError as exc:
+        report.problems.append(Problem(
+            Level.CRITICAL, CATALOG,
+            _("The backup catalog cannot be read (%(reason)s); check DATABASE_URL and run migrate.")
+            % {"reason": _first_line(exc)},
+        ))
+    for state in report.databases.values():
+        report.problems += state.problems
+    report.problems += _storage_problems(report.databases.values())
+    return report
+
+
+def _database_state(database: str, now: datetime, max_age: float) -> DatabaseState:
+    state = DatabaseState(database)
+    jobs = BackupJob.objects.filter(database=database).order_by("-created_at", "-id")
+    state.latest = jobs.filter(status__in=USABLE_STATUSES).first()
+    last = jobs.filter(status__in=[*USABLE_STATUSES, BackupStatus.FAILED]).first()
+    values = {"database": database, "limit": _number(max_age)}
+    if state.latest is None:
+        state.problems.append(Problem(
+            Level.CRITICAL, NEVER, _("%(database)s: no successful backup yet") % values, database))
+    else:
+        state.age_hours = (now - state.latest.created_at).total_seconds() / 3600
+        if state.age_hours > max_age:
+            state.problems.append(Problem(
+                Level.CRITICAL, STALE,
+                _("%(database)s: newest backup #%(id)s is %(hours).1f hours old (limit %(limit)s hours)")
+                % {**values, "id": state.latest.pk, "hours": state.age_hours},
+                database,
+            ))
+    if last is not None and last.status == BackupStatus.FAILED:
+        state.problems.append(Problem(
+            Level.CRITICAL, FAILED,
+            _("%(database)s: last backup #%(id)s failed: %(reason)s")
+            % {**values, "id": last.pk, "reason": _first_line(last.error or _("no reason recorded"))},
+            database,
+        ))
+    for job in _interrupted_jobs(database):
+        state.problems.append(Problem(
+            Level.CRITICAL, INTERRUPTED,
+            _("%(database)s: backup #%(id)s is marked running but its process is gone (run backup_check to "
+              "mark it failed)") % {**values, "id": job.pk},
+            database,
+        ))
+    try:
+        get_engine(database).describe()
+    except BackupError as exc:
+        state.problems.append(Problem(
+            Level.CRITICAL, UNAVAILABLE,
+            _("%(database)s: cannot be backed up: %(reason)s") % {**values, "reason": _first_line(exc)},
+            database,
+        ))
+    return state
+
+
+def _interrupted_jobs(database: str) -> list[BackupJob]:
+    """Return RUNNING backups whose process is gone, without changing them.
+
+    On this host the process id tells; elsewhere, a free database lock does (the process that runs a
+    backup holds that lock until it ends, even when it is killed).
+    """
+    interrupted, unknown = [], []
+    for job in running_jobs(database):
+        alive = process_state(job.hostname, job.pid)
+        if alive is False:
+            interrupted.append(job)
+        elif alive is None:
+            unknown.append(job)
+    if unknown:
+        try:
+            with get_engine(database).lock():
+                interrupted += list(running_jobs(database).filter(pk__in=[job.pk for job in unknown]))
+        except BackupError:
+            pass  # the lock is held (the backup runs) or the database is unreachable (reported apart)
+    return interrupted
+
+
+def _storage_problems(states) -> list[Problem]:
+    storage = archives.backup_storage()
+    probe = f".health-check-{uuid.uuid4().hex}"
+    try:
+        saved = storage.save(probe, ContentFile(b"ok"))
+        storage.delete(saved)
+    except Exception as exc:  # noqa: BLE001  (OSError, a storage backend's own errors: all mean "not writable")
+        return [Problem(
+            Level.CRITICAL, STORAGE,
+            _("the backup storage is not writable: %(reason)s") % {"reason": _first_line(exc)},
+        )]
+    root = archives.local_path("")
+    largest = max((state.latest.size_bytes or 0 for state in states if state.latest), default=0)
+    if root and largest:
+        free = shutil.disk_usage(root if os.path.isdir(root) else os.path.dirname(root)).free
+        if free < 2 * largest:
+            return [Problem(
+                Level.WARNING, STORAGE_LOW,
+                _("the backup storage has %(free)s MB free, less than twice the largest backup (%(size)s MB)")
+                % {"free": free // 2**20, "size": largest // 2**20},
+            )]
+    return []
