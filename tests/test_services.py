@@ -233,6 +233,32 @@ def test_archives_are_0600_and_directory_0700(pagila, backup_dir):
     assert (backup_dir / pagila).stat().st_mode & 0o777 == 0o700
 
 
+def test_session_terminated_mid_dump_fails_with_the_reason(pagila, backup_dir):
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
+    try:
+        child = manage(backup_dir, "backup_create", "--database", pagila)
+        wait_for(lambda: psql(pagila, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                      "application_name = 'django-backups' AND wait_event_type = 'Lock'").strip())
+        assert child.wait(timeout=60) == 1
+    finally:
+        holder.release()
+    assert "pg_dump failed: terminating connection due to administrator command." in child.stderr.read()
+    job = BackupJob.objects.get()
+    assert job.status == BackupStatus.FAILED and "terminating connection" in job.error
+    assert list((backup_dir / pagila).iterdir()) == []
+
+
+def test_backup_gives_up_on_locks_after_the_lock_timeout(pagila, settings):
+    settings.BACKUP_LOCK_TIMEOUT = 1
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
+    try:
+        with pytest.raises(BackupError, match="held exclusive locks on tables of database 'target' for more than 1 s"):
+            services.create_backup(database=pagila)
+    finally:
+        holder.release()
+    assert BackupJob.objects.get().status == BackupStatus.FAILED
+
+
 @pytest.fixture
 def small_backup_dir(backup_dir):
     """The backup storage on a real 1 MiB tmpfs (needs root, as the suite has on these machines)."""

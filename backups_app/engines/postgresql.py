@@ -34,10 +34,11 @@ TAIL_BYTES = 256 * 1024
 def first_error_line(stderr: str) -> str:
     """Return the line of a PostgreSQL tool's stderr that says what went wrong."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        match = re.search(r"(?:ERROR|FATAL|error):\s+(.*)", line)
-        if match:
-            return match.group(1).strip()
+    for pattern in (r"(?:FATAL|ERROR):\s+(.*)", r"error:\s+(.*)"):  # the server's words first
+        for line in lines:
+            match = re.search(pattern, line)
+            if match:
+                return match.group(1).strip()
     return lines[0] if lines else _("no error message")
 
 
@@ -118,7 +119,7 @@ class PostgreSQLEngine(Engine):
             process.stdout.close()
             if process.wait() != 0:
                 stderr = process.stderr_text()
-                if "Query was: LOCK TABLE" in stderr:
+                if "due to statement timeout" in stderr and "Query was: LOCK TABLE" in stderr:
                     raise BackupError(
                         _("Other sessions held exclusive locks on tables of database %(alias)r for more than "
                           "%(seconds)s s, so pg_dump gave up; retry when they have finished.")
