@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 run: install .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) manage.py create_local_admin
+	$(PY) manage.py create_local_admin --url http://$(HOST):$(PORT)/admin/
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 # Installs what the tests need (system packages, PostgreSQL running) and runs the whole suite.

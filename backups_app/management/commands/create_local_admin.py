@@ -11,6 +11,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/admin/", help="The admin URL to print.")
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
@@ -23,6 +24,6 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         self.stdout.write(self.style.SUCCESS(
-            _("Admin login: http://127.0.0.1:8000/admin/  user %(user)s  password %(password)s")
-            % {"user": user.get_username(), "password": password}
+            _("Admin login: %(url)s  user %(user)s  password %(password)s")
+            % {"url": options["url"], "user": user.get_username(), "password": password}
         ))
