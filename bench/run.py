@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         for scale in args.scale_list:
             results["scales"].append(bench_scale(bench, scale))
         last = results["scales"][-1]
-        size = last["summary"]["project backup"]["size_bytes"]
+        size = last["samples"]["project backup"][-1]["size_bytes"]
         print(f"\n== download of the largest archive ({size / report.MB:.1f} MB)", flush=True)
         results["download"] = bench_download(bench, last["backup_ids"][-1], size)
         results["scales"][-1]["summary"]["project download"] = results["download"]["summary"]
