@@ -4,6 +4,8 @@ Every variable is documented in `.env.example`.
 """
 
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import environ
@@ -12,6 +14,10 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# Cron starts jobs with an almost empty environment: DJANGO_ENV_FILE names a file to read settings
+# from (before .env, so it wins over it; the process environment wins over both). See README "Schedules".
+if os.environ.get("DJANGO_ENV_FILE"):
+    env.read_env(os.environ["DJANGO_ENV_FILE"])
 if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env")
 
@@ -115,6 +121,39 @@ STORAGES = {
         },
     },
 }
+
+# Schedules (django-crontab) and monitoring --------------------------------------------------
+
+# The databases that the schedule backs up and backup_check watches (aliases; empty: all of DATABASES).
+BACKUP_DATABASES = env.list("BACKUP_DATABASES", default=[])
+# Cron expressions (five fields, in the server's time zone); an empty value leaves that job out.
+BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default="0 2 * * *")
+BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default="0 3 * * *")
+# backup_check turns CRITICAL when a database's newest successful backup is older than this.
+BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=26)
+
+CRONJOBS = [
+    (schedule, job)
+    for schedule, job in (
+        (BACKUP_SCHEDULE, "backups_app.schedule.scheduled_backup"),
+        (BACKUP_CLEANUP_SCHEDULE, "backups_app.schedule.scheduled_cleanup"),
+    )
+    if schedule
+]
+# Each crontab line names an absolute interpreter, manage.py and the settings module, so that it
+# runs the same way from cron's minimal environment as from a shell.
+CRONTAB_PYTHON_EXECUTABLE = os.path.abspath(sys.executable)
+CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
+CRONTAB_DJANGO_SETTINGS_MODULE = os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings")
+# Marks this project's lines in the crontab: `crontab add` and `remove` touch only those.
+CRONTAB_COMMENT = env("CRONTAB_COMMENT", default="django-backups")
+# Put before and after each job's command, e.g. a prefix `DJANGO_ENV_FILE=/etc/django-backups.env`,
+# a suffix `>> /var/log/django-backups.log 2>&1`.
+CRONTAB_COMMAND_PREFIX = env(
+    "CRONTAB_COMMAND_PREFIX",
+    default=f"DJANGO_ENV_FILE={shlex.quote(os.environ['DJANGO_ENV_FILE'])}" if os.environ.get("DJANGO_ENV_FILE") else "",
+)
+CRONTAB_COMMAND_SUFFIX = env("CRONTAB_COMMAND_SUFFIX", default="")
 
 LOGGING = {
     "version": 1,
