@@ -233,7 +233,7 @@ def log_finished_restores(restores=None) -> list[Restore]:
             continue  # its process still runs: the status may yet change (see restore_is_running)
         with transaction.atomic():
             # Two status polls may see the same restore finish: the row lock lets only one write.
-            restore = Restore.objects.select_for_update().select_related("backup").get(pk=restore.pk)
+            restore = Restore.objects.select_for_update().get(pk=restore.pk)
             if LogEntry.objects.filter(content_type=content_type, object_id=str(restore.pk)).exists():
                 continue
             LogEntry.objects.create(

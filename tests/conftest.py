@@ -117,3 +117,14 @@ def manage(backup_dir, *args: str, **popen_kwargs) -> subprocess.Popen:
 
 def rows(alias: str, sql: str) -> list[str]:
     return psql(alias, sql).splitlines()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Drive the system Chromium (never `playwright install`), see ../shared/TOOLCHAIN.md."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    }

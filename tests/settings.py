@@ -31,13 +31,3 @@ BACKUP_DIRECTORY = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups"
 STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
-
-# A process that a test starts (the admin runs backups and restores in a detached `manage.py`)
-# must work on that test's databases and storage: the test passes them in the environment as
-# BACKUPS_TEST_DATABASES ("alias=name,...") and BACKUPS_TEST_BACKUP_DIRECTORY.
-for _pair in filter(None, os.environ.get("BACKUPS_TEST_DATABASES", "").split(",")):
-    _alias, _db_name = _pair.split("=", 1)
-    DATABASES[_alias]["NAME"] = _db_name
-if os.environ.get("BACKUPS_TEST_BACKUP_DIRECTORY"):
-    BACKUP_DIRECTORY = os.environ["BACKUPS_TEST_BACKUP_DIRECTORY"]
-    STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405

@@ -1,0 +1,488 @@
+"""The backup console in the Django admin, through Django's test client.
+
+Backups here are real (the `sqlite` alias, and pagila on PostgreSQL where a detached process
+runs). Tests that let the admin start its detached `manage.py` process are transactional: the
+process cannot see uncommitted rows, and the admin starts it only once the request's data is
+committed (so the non-transactional tests start none).
+"""
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+import pytest
+from django.contrib.admin import helpers
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections
+from django.urls import reverse
+
+from backups_app import jobs, services
+from backups_app.admin.stats import next_cron_run
+from backups_app.engines import get_engine
+from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+
+from .conftest import child_env, fingerprint, psql
+
+SQLITE = pytest.mark.django_db(databases=["default", "sqlite"])
+
+
+def url(name, *args):
+    return reverse(f"admin:backups_app_backupjob_{name}", args=args)
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username, *codenames, staff=True):
+        user = django_user_model.objects.create_user(username, password="pw", is_staff=staff)
+        user.user_permissions.set(Permission.objects.filter(content_type__app_label="backups_app", codename__in=codenames))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def backup():
+    """A completed backup of the `sqlite` database, made by the core."""
+    return services.create_backup(database="sqlite", description="nightly")
+
+
+@pytest.fixture
+def detached_env(monkeypatch, backup_dir):
+    """Let the admin's detached `manage.py` processes use this test's databases and storage."""
+    for name, value in child_env(backup_dir).items():
+        monkeypatch.setenv(name, value)
+    yield
+    # A test leaves no process behind: wait for the jobs it started.
+    pids = {*BackupJob.objects.values_list("pid", flat=True), *Restore.objects.values_list("pid", flat=True)}
+    for pid in pids - {os.getpid(), None}:  # backups made by the test itself carry its own pid
+        for _ in range(300):
+            if not jobs.process_state(socket.gethostname(), pid):
+                break
+            time.sleep(0.1)
+
+
+def wait_for(client, *, backups=(), restores=(), timeout=60):
+    """Poll the status JSON like console.js does until nothing it follows is active; return the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = client.get(url("status"), {"backups": ",".join(map(str, backups)),
+                                           "restores": ",".join(map(str, restores))}).json()
+        if not any(item["active"] for item in data["backups"] + data["restores"]):
+            return data
+        assert time.monotonic() < deadline, data
+        time.sleep(0.3)
+
+
+def restore_log_entries(restore):
+    return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Restore), object_id=str(restore.pk))
+
+
+# Access ----------------------------------------------------------------------------------------
+
+VIEWS = [
+    # (method, url name, needs the object, permission the staff user lacks)
+    ("get", "changelist", False, "view_backupjob"),
+    ("get", "change", True, "view_backupjob"),
+    ("get", "status", False, "view_backupjob"),
+    ("get", "create", False, "add_backupjob"),
+    ("post", "create", False, "add_backupjob"),
+    ("get", "download", True, "download_backupjob"),
+    ("post", "verify", True, "view_backupjob"),
+    ("get", "restore", True, "restore_backupjob"),
+    ("get", "cleanup", False, "delete_backupjob"),
+    ("post", "cleanup", False, "delete_backupjob"),
+    ("get", "delete", True, "delete_backupjob"),
+]
+ALL_PERMISSIONS = ["view_backupjob", "add_backupjob", "delete_backupjob", "restore_backupjob", "download_backupjob"]
+
+
+@SQLITE
+@pytest.mark.parametrize("method, name, with_object, permission", VIEWS)
+def test_every_view_refuses_anonymous_non_staff_and_staff_without_its_permission(
+    client, make_user, backup, method, name, with_object, permission
+):
+    target = url(name, backup.pk) if with_object else url(name)
+    send = getattr(client, method)
+    login = reverse("admin:login")
+
+    response = send(target)
+    assert response.status_code == 302 and response["Location"].startswith(login)
+
+    client.force_login(make_user("visitor", *ALL_PERMISSIONS, staff=False))
+    response = send(target)
+    assert response.status_code == 302 and response["Location"].startswith(login)
+
+    others = [p for p in ALL_PERMISSIONS if p != permission and (permission != "view_backupjob")]
+    client.force_login(make_user("operator", *others))
+    assert send(target).status_code == 403
+
+
+@SQLITE
+@pytest.mark.parametrize("method, name, with_object, permission", VIEWS)
+def test_superuser_reaches_every_view(admin_client, backup, method, name, with_object, permission):
+    target = url(name, backup.pk) if with_object else url(name)
+    response = getattr(admin_client, method)(target)
+    assert response.status_code in (200, 302)
+
+
+@SQLITE
+def test_operator_may_create_and_download_but_not_restore(client, make_user, backup):
+    client.force_login(make_user("operator", "view_backupjob", "add_backupjob", "download_backupjob"))
+    changelist = client.get(url("changelist"))
+    assert "Create backup" in changelist.text
+    assert 'value="restore_selected"' not in changelist.text
+    assert client.get(url("download", backup.pk)).status_code == 200
+    assert client.get(url("restore", backup.pk)).status_code == 403
+    response = client.post(url("changelist"), {
+        "action": "restore_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk], "post": "yes",
+        "database": "sqlite", "safety_backup": "on", "confirm_database": "sqlite",
+    })
+    assert not Restore.objects.exists()
+    assert response.status_code == 302  # "No action selected": the action is not offered to this user
+
+
+@SQLITE
+def test_plain_add_and_change_forms_are_closed(admin_client, backup):
+    assert admin_client.get(reverse("admin:backups_app_backupjob_add")).status_code == 403
+    response = admin_client.post(url("change", backup.pk), {"description": "edited"})
+    assert response.status_code == 403
+    backup.refresh_from_db()
+    assert backup.description == "nightly"
+
+
+def test_state_changing_views_refuse_get(admin_client):
+    assert admin_client.get(url("verify", 1)).status_code == 405
+
+
+# The change list and the detail page ------------------------------------------------------------
+
+@SQLITE
+def test_change_list_shows_columns_stats_and_tools(admin_client, backup):
+    BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="zstd", error="disk full")
+    response = admin_client.get(url("changelist"))
+    text = response.text
+    assert response.status_code == 200
+    assert 'class="backup-badge backup-badge--completed"' in text and "backup-badge--failed" in text
+    assert backup.checksum_sha256[:12] in text and backup.checksum_sha256[:13] not in text.replace(backup.checksum_sha256, "")
+    assert "nightly" in text and "admin" not in response.context["cl"].result_list[1].requested_by_name
+    assert 'id="backup-stats"' in text
+    stats = response.context["stats"]
+    assert (stats["total"], stats["completed"], stats["failed"]) == (2, 1, 1)
+    assert stats["total_size"] == backup.size_bytes
+    assert "Create backup" in text and "Clean up" in text
+    assert 'data-status-url="%s"' % url("status") in text
+    assert "backups_app/console.js" in text
+    # Search and filters
+    assert admin_client.get(url("changelist"), {"q": "nightly"}).context["cl"].result_count == 1
+    assert admin_client.get(url("changelist"), {"status__exact": "failed"}).context["cl"].result_count == 1
+
+
+@SQLITE
+def test_stats_panel_highlights_a_database_whose_newest_backup_is_too_old(admin_client, backup, settings):
+    settings.BACKUP_MAX_AGE_HOURS = 26
+    settings.BACKUP_SCHEDULE = "0 2 * * *"
+    stale = admin_client.get(url("changelist")).context["stats"]
+    rows = {row["alias"]: row for row in stale["database_rows"]}
+    assert not rows["sqlite"]["stale"] and rows["default"]["stale"]  # default: never backed up
+    assert stale["next_run"].hour == 2 and stale["next_run"].minute == 0
+    BackupJob.objects.filter(pk=backup.pk).update(created_at=backup.created_at - timedelta(hours=30))
+    text = admin_client.get(url("changelist")).text
+    assert 'backup-stat backup-stat--stale" data-stat="latest-sqlite"' in text
+
+
+def test_next_cron_run():
+    now = datetime(2025, 3, 14, 10, 30, 15, tzinfo=dt_timezone.utc)  # a Friday
+    assert next_cron_run("0 2 * * *", now) == datetime(2025, 3, 15, 2, 0, tzinfo=dt_timezone.utc)
+    assert next_cron_run("*/15 * * * *", now) == datetime(2025, 3, 14, 10, 45, tzinfo=dt_timezone.utc)
+    assert next_cron_run("30 4 * * mon", now) == datetime(2025, 3, 17, 4, 30, tzinfo=dt_timezone.utc)
+    assert next_cron_run("@monthly", now) == datetime(2025, 4, 1, 0, 0, tzinfo=dt_timezone.utc)
+    with pytest.raises(ValueError):
+        next_cron_run("61 * * * *", now)
+
+
+@SQLITE
+def test_detail_page_is_read_only_with_manifest_restore_history_and_tools(admin_client, backup):
+    Restore.objects.create(backup=backup, database="sqlite", status=RestoreStatus.FAILED, error="it broke",
+                           requested_by_name="alice")
+    response = admin_client.get(url("change", backup.pk))
+    text = response.text
+    assert response.status_code == 200
+    assert 'name="_save"' not in text  # read-only
+    assert backup.checksum_sha256 in text and backup.file_name in text
+    assert "django-backups-manifest/1" in text  # the manifest
+    assert "it broke" in text and "alice" in text  # the restore history
+    assert url("download", backup.pk) in text and url("restore", backup.pk) in text and url("verify", backup.pk) in text
+
+
+@SQLITE
+def test_detail_page_shows_the_error_of_a_failed_backup(admin_client):
+    job = BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="zstd",
+                                   error="pg_dump is not installed or not on PATH")
+    text = admin_client.get(url("change", job.pk)).text
+    assert "pg_dump is not installed or not on PATH" in text
+    assert f'data-usable-backup="{job.pk}" hidden' in text  # no download or restore of a failed backup
+
+
+# Create -------------------------------------------------------------------------------------------
+
+@SQLITE
+def test_create_form_records_a_pending_job_and_returns_at_once(admin_client, admin_user):
+    form = admin_client.get(url("create"))
+    assert form.status_code == 200 and 'name="compression"' in form.text
+    response = admin_client.post(url("create"), {"database": "sqlite", "description": "before upgrade",
+                                                 "compression": "gzip"})
+    assert response.status_code == 302 and response["Location"] == url("changelist")
+    job = BackupJob.objects.get()
+    assert (job.status, job.database, job.description, job.compression) == ("pending", "sqlite", "before upgrade", "gzip")
+    assert job.requested_by == admin_user and job.requested_by_name == "admin"
+    entry = LogEntry.objects.get(object_id=str(job.pk))
+    assert entry.action_flag == ADDITION and entry.user == admin_user
+
+
+@SQLITE
+def test_create_is_refused_while_that_database_is_busy(admin_client):
+    running = BackupJob.objects.create(database="sqlite", status=BackupStatus.RUNNING, compression="zstd")
+    response = admin_client.post(url("create"), {"database": "sqlite", "compression": "zstd"})
+    assert response.status_code == 200
+    assert f"Backup #{running.pk} of database sqlite is running" in response.text
+    assert BackupJob.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_created_backup_runs_in_a_detached_process_and_the_status_follows_it(admin_client, pagila, detached_env, backup_dir):
+    admin_client.post(url("create"), {"database": pagila, "description": "from the console", "compression": "zstd"})
+    job = BackupJob.objects.get()
+    assert job.status == BackupStatus.PENDING  # the request did not wait for the backup
+
+    data = wait_for(admin_client, backups=[job.pk])
+
+    item = data["backups"][0]
+    job.refresh_from_db()
+    assert job.status == BackupStatus.COMPLETED and job.pid and job.hostname == socket.gethostname()
+    assert item["status"] == "completed" and item["checksum"] == job.checksum_sha256
+    assert item["fields"]["size"] != "-" and item["fields"]["duration"] != "-"
+    assert hashlib.sha256((backup_dir / job.file_name).read_bytes()).hexdigest() == job.checksum_sha256
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_backup_whose_process_died_is_marked_failed_with_a_reason(admin_client, pagila, detached_env):
+    admin_client.post(url("create"), {"database": pagila, "compression": "zstd"})
+    job = BackupJob.objects.get()
+    os.kill(job.pid, 9)
+    for _ in range(50):
+        if jobs.process_state(job.hostname, job.pid) is False:
+            break
+        time.sleep(0.1)
+
+    data = wait_for(admin_client, backups=[job.pk])
+
+    job.refresh_from_db()
+    assert job.status == BackupStatus.FAILED and data["backups"][0]["status"] == "failed"
+    assert "stopped" in job.error or "exited" in job.error
+
+
+@SQLITE
+def test_a_pending_job_nobody_picked_up_fails_after_the_start_timeout(admin_client):
+    job = BackupJob.objects.create(database="sqlite", compression="zstd", hostname="elsewhere", pid=1)
+    BackupJob.objects.filter(pk=job.pk).update(created_at=job.created_at - jobs.START_TIMEOUT - timedelta(seconds=1))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    here = BackupJob.objects.create(database="sqlite", compression="zstd", hostname=socket.gethostname(), pid=finished.pid)
+
+    admin_client.get(url("status"), {"backups": f"{job.pk},{here.pk}"})
+
+    job.refresh_from_db()
+    here.refresh_from_db()
+    assert job.status == BackupStatus.FAILED and "within 120 seconds" in job.error
+    assert here.status == BackupStatus.FAILED and "exited before it began" in here.error
+
+
+# Download and verify -------------------------------------------------------------------------------
+
+@SQLITE
+def test_download_streams_the_archive_with_length_checksum_and_name(admin_client, admin_user, backup, backup_dir):
+    response = admin_client.get(url("download", backup.pk))
+    assert response.status_code == 200 and response.streaming
+    body = b"".join(response.streaming_content)
+    assert body == (backup_dir / backup.file_name).read_bytes()
+    assert int(response["Content-Length"]) == backup.size_bytes
+    assert response["X-Checksum-SHA256"] == hashlib.sha256(body).hexdigest() == backup.checksum_sha256
+    assert response["Content-Type"] == "application/octet-stream"
+    assert f'attachment; filename="{os.path.basename(backup.file_name)}"' == response["Content-Disposition"]
+    assert LogEntry.objects.get(object_id=str(backup.pk), action_flag=CHANGE).get_change_message() == "Downloaded the archive."
+
+
+@SQLITE
+def test_download_of_a_backup_without_archive_explains_why(admin_client):
+    job = BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="zstd")
+    response = admin_client.get(url("download", job.pk), follow=True)
+    assert f"Backup #{job.pk} is failed and has no archive to download." in response.text
+
+
+@SQLITE
+def test_verify_reports_intact_and_damaged_archives(admin_client, backup, backup_dir):
+    response = admin_client.post(url("verify", backup.pk), follow=True)
+    assert f"Backup #{backup.pk} is intact" in response.text
+    with open(backup_dir / backup.file_name, "r+b") as archive:
+        archive.seek(10)
+        archive.write(b"\x00\x01\x02")
+    response = admin_client.post(url("changelist"), {"action": "verify_selected",
+                                                     helpers.ACTION_CHECKBOX_NAME: [backup.pk]}, follow=True)
+    assert f"Backup #{backup.pk} is damaged" in response.text and "does not match its checksum" in response.text
+    messages = [entry.get_change_message() for entry in LogEntry.objects.order_by("pk")]
+    assert messages[0].startswith("Verified") and messages[1].startswith("Verification failed")
+
+
+# Restore ------------------------------------------------------------------------------------------
+
+def restore_post(backup, **fields):
+    return {"action": "restore_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk], **fields}
+
+
+@SQLITE
+def test_restore_action_shows_a_confirmation_page_first(admin_client, backup):
+    response = admin_client.post(url("changelist"), restore_post(backup))
+    text = response.text
+    assert response.status_code == 200
+    assert "Restore backup #%s?" % backup.pk in text
+    assert "What will be overwritten" in text and connections["sqlite"].settings_dict["NAME"] in text
+    assert backup.checksum_sha256 in text and "sqlite3" in text  # the archive's manifest
+    assert re.search(r'<input type="checkbox" name="safety_backup"[^>]* checked>', text)  # on by default
+    assert 'name="post" value="yes"' in text and "cancel-link" in text
+    assert not Restore.objects.exists()
+    # The button on the detail page leads to the same page.
+    assert "What will be overwritten" in admin_client.get(url("restore", backup.pk)).text
+
+
+@SQLITE
+def test_restore_needs_the_database_name_typed_and_one_backup(admin_client, backup):
+    response = admin_client.post(url("changelist"), restore_post(
+        backup, post="yes", database="sqlite", safety_backup="on", confirm_database="sqlit"))
+    assert "Type sqlite exactly to confirm." in response.text
+    other = services.create_backup(database="sqlite")
+    response = admin_client.post(url("changelist"), {
+        "action": "restore_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk, other.pk]}, follow=True)
+    assert "Select exactly one backup to restore." in response.text
+    assert not Restore.objects.exists()
+
+
+@SQLITE
+def test_confirmed_restore_records_a_running_restore_and_shows_its_status(admin_client, admin_user, backup):
+    response = admin_client.post(url("changelist"), restore_post(
+        backup, post="yes", database="sqlite", safety_backup="on", confirm_database="sqlite"))
+    restore = Restore.objects.get()
+    assert response.status_code == 302 and response["Location"] == url("restore_status", restore.pk)
+    assert (restore.status, restore.backup, restore.database, restore.requested_by) == ("running", backup, "sqlite", admin_user)
+    assert not restore_log_entries(restore).exists()  # written once it has finished
+    page = admin_client.get(response["Location"])
+    assert f'data-restore-id="{restore.pk}" data-field="status" data-status="running"' in page.text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_client, pagila, detached_env):
+    before = fingerprint(pagila)
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "DELETE FROM payment WHERE payment_id % 2 = 0; UPDATE film SET title = 'changed'")
+
+    admin_client.post(url("changelist"), restore_post(
+        backup, post="yes", database=pagila, safety_backup="on", confirm_database=pagila))
+    restore = Restore.objects.get()
+    data = wait_for(admin_client, restores=[restore.pk])
+    wait_for(admin_client, restores=[restore.pk])  # a second poll writes no second LogEntry
+
+    assert data["restores"][0]["status"] == "completed"
+    assert data["restores"][0]["safety_backup"]["status"] == "completed"
+    assert fingerprint(pagila) == before
+    entry = restore_log_entries(restore).get()
+    assert entry.change_message == f"Restored backup #{backup.pk} into database {pagila}."
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_restore_of_the_application_database_is_logged_after_it_finished(admin_client, admin_user, detached_env):
+    """Restoring `default` puts the LogEntry table back to the backup's state: an entry written when the
+    restore was asked for would vanish, so the console writes it once the restore has finished."""
+    backup = services.create_backup(database="default", acting_user=admin_user)
+    admin_client.post(url("verify", backup.pk))  # a LogEntry made after the backup: the restore removes it
+    assert LogEntry.objects.count() == 1
+
+    admin_client.post(url("changelist"), restore_post(
+        backup, post="yes", database="default", confirm_database="default"))
+    restore = Restore.objects.get()
+    data = wait_for(admin_client, restores=[restore.pk])
+
+    assert data["restores"][0]["status"] == "completed"
+    entry = LogEntry.objects.get()  # the verify entry is gone with the restore; the restore's own is there
+    assert entry.object_id == str(restore.pk) and entry.user == admin_user
+    assert Restore.objects.get().status == RestoreStatus.COMPLETED
+
+
+@SQLITE
+def test_a_restore_whose_process_died_is_marked_failed(admin_client, backup):
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    restore = Restore.objects.create(backup=backup, database="sqlite", requested_by=None,
+                                     hostname=socket.gethostname(), pid=finished.pid)
+    data = admin_client.get(url("status"), {"restores": restore.pk}).json()
+    assert data["restores"][0]["status"] == "failed"
+    restore.refresh_from_db()
+    assert "stopped before it finished" in restore.error
+
+
+# Cleanup and delete ----------------------------------------------------------------------------------
+
+@SQLITE
+def test_cleanup_previews_then_deletes_exactly_that(admin_client, backup, backup_dir):
+    old = services.create_backup(database="sqlite", description="old")
+    BackupJob.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(days=30))
+    failed = BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="zstd", error="x")
+    leftover = backup_dir / "sqlite" / ".sqlite-x.sqlite3.zst.partial"
+    leftover.write_bytes(b"12345")
+    newest = services.create_backup(database="sqlite", description="newest")
+
+    preview = admin_client.get(url("cleanup"), {"retention_days": 7})
+    plan = preview.context["plan"]
+    assert [job.pk for job in plan.expired] == [old.pk] and [job.pk for job in plan.failed] == [failed.pk]
+    assert plan.leftovers == ["sqlite/.sqlite-x.sqlite3.zst.partial"]
+    assert plan.bytes_freed == old.size_bytes + 5
+    assert "old" in preview.text and "sqlite/.sqlite-x.sqlite3.zst.partial" in preview.text
+    assert BackupJob.objects.filter(pk=old.pk).exists()  # a preview deletes nothing
+
+    # A plan that changed since the preview is shown again, not carried out.
+    response = admin_client.post(url("cleanup"), {"retention_days": 7, "post": "yes", "plan": "stale"})
+    assert "has changed since the preview" in response.text and BackupJob.objects.filter(pk=old.pk).exists()
+
+    response = admin_client.post(url("cleanup"), {"retention_days": 7, "post": "yes",
+                                                  "plan": preview.context["plan_signature"]}, follow=True)
+    assert "Cleanup deleted 2 backups and 1 leftover files" in response.text
+    assert set(BackupJob.objects.values_list("pk", flat=True)) == {backup.pk, newest.pk}
+    assert not (backup_dir / old.file_name).exists() and not leftover.exists()
+    assert set(LogEntry.objects.filter(action_flag=DELETION).values_list("object_id", flat=True)) == {str(old.pk), str(failed.pk)}
+
+
+@SQLITE
+def test_delete_removes_record_archive_and_manifest(admin_client, backup, backup_dir):
+    archive = backup_dir / backup.file_name
+    assert archive.exists() and (backup_dir / (backup.file_name + ".json")).exists()
+    confirmation = admin_client.get(url("delete", backup.pk))
+    assert confirmation.status_code == 200
+    admin_client.post(url("delete", backup.pk), {"post": "yes"})
+    assert not BackupJob.objects.exists()
+    assert not archive.exists() and not (backup_dir / (backup.file_name + ".json")).exists()
+    assert LogEntry.objects.get().action_flag == DELETION
+
+
+@SQLITE
+def test_a_running_backup_cannot_be_deleted(admin_client):
+    job = BackupJob.objects.create(database="sqlite", status=BackupStatus.RUNNING, compression="zstd")
+    with get_engine("sqlite").lock():  # as the process running it holds the lock
+        assert admin_client.post(url("delete", job.pk), {"post": "yes"}).status_code == 403
+        response = admin_client.post(url("changelist"), {
+            "action": "delete_selected", helpers.ACTION_CHECKBOX_NAME: [job.pk], "post": "yes"})
+        assert response.status_code == 403
+    assert BackupJob.objects.filter(pk=job.pk).exists()
