@@ -86,7 +86,7 @@ HEALTH_CHECK_IDS = {
 }
 
 
-@register(deploy=True)
+@register("backups", deploy=True)  # alone: `manage.py check --deploy --tag backups`
 def check_backup_health(app_configs, **kwargs):
     from .monitoring import check_health
 
