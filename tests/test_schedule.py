@@ -249,7 +249,11 @@ def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_complete
         assert job.status == BackupStatus.COMPLETED, job.error
         assert (job.database, job.trigger) == ("default", BackupTrigger.SCHEDULED)
         assert (backup_dir / job.file_name).stat().st_size == job.size_bytes
-        assert f"Scheduled backup #{job.pk} of database 'default' completed" in cron_output
+        logged = f"Scheduled backup #{job.pk} of database 'default' completed"
+        deadline = time.monotonic() + 20  # the job logs just after it records the backup
+        while logged not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert logged in log.read_text()
     finally:
         removed = subprocess.run([*crontab_cmd, "remove"], env=crontab_env, cwd=tmp_path, capture_output=True,
                                  text=True, timeout=60)
