@@ -17,6 +17,9 @@ import re
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import datetime
+
+from croniter import croniter
 
 from django.conf import settings
 from django.core.management import call_command
@@ -87,6 +90,11 @@ def validate_cron_expression(expression: str) -> None:
             if match["step"] is not None and not match["star"] and len(numbers) == 1:
                 raise ValueError(_("%(item)r in %(expression)r: cron takes a step only after '*' or a range.")
                                  % {"item": item, "expression": expression})
+
+
+def next_run_of(expression: str, now: datetime) -> datetime:
+    """Return the first time after `now` that a cron expression fires; ValueError if it is invalid."""
+    return croniter(expression, now).get_next(datetime)
 
 
 # The jobs -----------------------------------------------------------------------------------

@@ -357,8 +357,10 @@ class CleanupPlan:
 
 
 def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
-    """Return what a cleanup would delete: completed backups past retention (never a database's newest),
-    failed backups, and partial files that no running job is writing."""
+    """Return what a cleanup would delete: completed and failed backups past retention (never a
+    database's newest completed one), and partial files that no running job is writing.
+
+    Failed backups stay for the retention period too, so that monitoring and people see them."""
     days = settings.BACKUP_RETENTION_DAYS if retention_days is None else retention_days
     if days < 0:
         raise BackupError(_("The retention must be zero or more days, not %(days)s.") % {"days": days})
@@ -366,7 +368,7 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
     newest = {job.pk for job in latest_successful_per_database().values()}
     expired = [job for job in usable.filter(created_at__lt=cutoff) if job.pk not in newest]
-    failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED))
+    failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
     active = {archives.partial_name(name) for name in running_jobs().values_list("file_name", flat=True)}
     leftovers = [
         name

@@ -23,7 +23,7 @@ from django.db import connections
 from django.urls import reverse
 
 from backups_app import jobs, services
-from backups_app.admin.stats import next_cron_run
+from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
 
@@ -196,14 +196,14 @@ def test_stats_panel_highlights_a_database_whose_newest_backup_is_too_old(admin_
     assert 'backup-stat backup-stat--stale" data-stat="latest-sqlite"' in text
 
 
-def test_next_cron_run():
+def test_next_scheduled_run():
     now = datetime(2025, 3, 14, 10, 30, 15, tzinfo=dt_timezone.utc)  # a Friday
-    assert next_cron_run("0 2 * * *", now) == datetime(2025, 3, 15, 2, 0, tzinfo=dt_timezone.utc)
-    assert next_cron_run("*/15 * * * *", now) == datetime(2025, 3, 14, 10, 45, tzinfo=dt_timezone.utc)
-    assert next_cron_run("30 4 * * mon", now) == datetime(2025, 3, 17, 4, 30, tzinfo=dt_timezone.utc)
-    assert next_cron_run("@monthly", now) == datetime(2025, 4, 1, 0, 0, tzinfo=dt_timezone.utc)
+    assert next_run_of("0 2 * * *", now) == datetime(2025, 3, 15, 2, 0, tzinfo=dt_timezone.utc)
+    assert next_run_of("*/15 * * * *", now) == datetime(2025, 3, 14, 10, 45, tzinfo=dt_timezone.utc)
+    assert next_run_of("30 4 * * mon", now) == datetime(2025, 3, 17, 4, 30, tzinfo=dt_timezone.utc)
+    assert next_run_of("@monthly", now) == datetime(2025, 4, 1, 0, 0, tzinfo=dt_timezone.utc)
     with pytest.raises(ValueError):
-        next_cron_run("61 * * * *", now)
+        next_run_of("61 * * * *", now)
 
 
 @SQLITE
@@ -441,6 +441,7 @@ def test_cleanup_previews_then_deletes_exactly_that(admin_client, backup, backup
     old = services.create_backup(database="sqlite", description="old")
     BackupJob.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(days=30))
     failed = BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="zstd", error="x")
+    BackupJob.objects.filter(pk=failed.pk).update(created_at=failed.created_at - timedelta(days=8))
     leftover = backup_dir / "sqlite" / ".sqlite-x.sqlite3.zst.partial"
     leftover.write_bytes(b"12345")
     newest = services.create_backup(database="sqlite", description="newest")

@@ -105,6 +105,8 @@ def test_backup_killed_mid_dump_leaves_no_complete_looking_file(pagila, backup_d
     plan = services.cleanup_backups()
     assert plan.leftovers == [archives.partial_name(job.file_name)]
     assert not list((backup_dir / pagila).glob(".*partial"))
+    assert BackupJob.objects.get(pk=job.pk).status == BackupStatus.FAILED  # kept for the retention period
+    services.cleanup_backups(retention_days=0)
     assert not BackupJob.objects.filter(pk=job.pk).exists()
 
 

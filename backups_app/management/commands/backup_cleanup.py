@@ -8,8 +8,8 @@ from ._common import BackupCommand, human_size
 
 class Command(BackupCommand):
     help = (
-        "Delete completed backups older than the retention (never a database's newest), failed backups, "
-        "and partial files left by interrupted backups."
+        "Delete completed and failed backups older than the retention (never a database's newest completed "
+        "one), and partial files left by interrupted backups."
     )
 
     def add_arguments(self, parser):
