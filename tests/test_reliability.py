@@ -1,0 +1,120 @@
+"""Issue 6 guarantees not proven elsewhere: CSRF, bad ids in URLs, secrets in pages, bad settings,
+and a restore of the application's own database while the admin is being used."""
+
+import threading
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connections
+from django.test import Client
+from django.urls import reverse
+
+from backups_app import services
+from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+
+from .conftest import psql
+
+
+def url(name, *args):
+    return reverse(f"admin:backups_app_backupjob_{name}", args=args)
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_state_changing_posts_without_csrf_token_are_refused(admin_user):
+    backup = services.create_backup(database="sqlite")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    posts = [
+        (url("create"), {"database": "sqlite", "compression": "zstd"}),
+        (url("verify", backup.pk), {}),
+        (url("restore", backup.pk), {"post": "yes", "database": "sqlite", "confirm_name": "sqlite"}),
+        (url("cleanup"), {"post": "yes", "retention_days": 0}),
+        (url("delete", backup.pk), {"post": "yes"}),
+        (url("changelist"), {"action": "restore_selected", "_selected_action": [backup.pk], "post": "yes"}),
+    ]
+    for path, data in posts:
+        assert client.post(path, data).status_code == 403, path
+    assert list(BackupJob.objects.values_list("pk", "status")) == [(backup.pk, BackupStatus.COMPLETED)]
+    assert Restore.objects.count() == 0
+
+
+@pytest.mark.django_db(databases=["default"])
+@pytest.mark.parametrize("bad_id", ["999999", "abc", "1%2F..%2F..%2Fetc%2Fpasswd"])
+def test_unknown_and_malformed_ids_in_admin_urls_are_not_found(admin_client, bad_id):
+    for name in ("download", "restore", "change"):
+        path = url(name, "0").replace("/0/", f"/{bad_id}/")
+        response = admin_client.get(path)
+        assert response.status_code in (302, 404), (path, response.status_code)
+        if response.status_code == 302:  # the admin's own "doesn't exist" redirect to the list
+            assert response.url == url("changelist") or response.url.startswith("/admin/")
+    assert admin_client.post(url("verify", "0").replace("/0/", f"/{bad_id}/")).status_code in (302, 404)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_database_password_never_appears_in_admin_pages_or_health(admin_client, pagila):
+    secret = "S3cret-never-on-a-page"
+    params = connections[pagila].settings_dict
+    params["PASSWORD"] = secret  # trust authentication ignores it; every tool still receives it
+    try:
+        good = services.create_backup(database=pagila)
+        params["PORT"], port = 1, params["PORT"]  # an unreachable server: its error lands in the record
+        pending = BackupJob.objects.create(database=pagila, compression="zstd")  # as the admin and cron make it
+        with pytest.raises(services.BackupError):
+            services.create_backup(database=pagila, job=pending)
+        params["PORT"] = port
+        bad = BackupJob.objects.get(status=BackupStatus.FAILED)
+        pages = [url("changelist"), url("change", good.pk), url("change", bad.pk), url("restore", good.pk),
+                 url("cleanup"), url("status") + f"?backups={good.pk},{bad.pk}", "/health/"]
+        for path in pages:
+            response = admin_client.get(path)
+            assert response.status_code in (200, 503), path
+            assert secret not in response.content.decode(), path
+        assert secret not in bad.error and bad.error
+        assert all(secret not in entry.change_message for entry in LogEntry.objects.all())
+    finally:
+        params["PASSWORD"] = ""
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("BACKUP_RETENTION_DAYS", -1, "BACKUP_RETENTION_DAYS is -1; it must be zero or more."),
+    ("BACKUP_COMPRESSION", "lz4", "BACKUP_COMPRESSION is 'lz4'; use one of zstd, gzip, none."),
+    ("BACKUP_LOCK_TIMEOUT", 0, "BACKUP_LOCK_TIMEOUT is 0; it must be a positive number of seconds."),
+])
+def test_invalid_settings_stop_start_up_with_a_system_check_error(settings, name, value, message):
+    setattr(settings, name, value)
+    with pytest.raises(SystemCheckError, match=message):
+        call_command("check")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_restore_of_the_application_database_while_the_admin_is_used(admin_user):
+    """Requests made during the restore wait for its transaction and then see the restored data;
+    none fails, and the catalog and the restore record survive."""
+    client = Client()
+    client.force_login(admin_user)  # the session exists before the backup, so it survives the restore
+    backup = services.create_backup(database="default", acting_user=admin_user)
+    psql("default", "INSERT INTO auth_group (name) VALUES ('made after the backup')")
+    statuses, stop = [], threading.Event()
+
+    def use_the_admin():
+        while not stop.is_set():
+            statuses.append(client.get(url("changelist")).status_code)
+            statuses.append(client.get(url("status"), {"backups": backup.pk}).status_code)
+        connections.close_all()
+
+    user = threading.Thread(target=use_the_admin)
+    user.start()
+    try:
+        restore = services.restore_backup(backup=backup, acting_user=admin_user)
+    finally:
+        stop.set()
+        user.join()
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert statuses and set(statuses) == {200}
+    assert psql("default", "SELECT count(*) FROM auth_group WHERE name = 'made after the backup'").strip() == "0"
+    assert Restore.objects.get(pk=restore.pk).status == RestoreStatus.COMPLETED
+    assert BackupJob.objects.filter(pk__in=[backup.pk, restore.safety_backup.pk]).count() == 2
+    assert client.get(url("changelist")).status_code == 200
