@@ -18,6 +18,7 @@ they do the same work for the raw tools and the project.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import tempfile
 import threading
@@ -38,6 +39,7 @@ class Measurement:
     peak_pss_bytes: int  # whole tree, sampled
     peak_rss_bytes: int  # whole tree, sampled, shared pages counted once per process
     max_single_rss_bytes: int  # the largest peak RSS (VmHWM) of one process of the tree
+    cpu_seconds: float  # user + system time of the whole tree (waited-for descendants included)
     stdout: bytes
 
 
@@ -100,6 +102,8 @@ def run(
     stderrs = [tempfile.TemporaryFile() for _ in commands]
     with tempfile.TemporaryFile() as captured, open(stdout_path or os.devnull, "wb") as target:
         last_out = target if stdout_path else captured
+        # RUSAGE_CHILDREN sums the CPU time of every reaped child and of the descendants each waited for.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         try:
             for index, args in enumerate(commands):
@@ -110,6 +114,8 @@ def run(
                     stdin.close()  # the next process holds it now; this lets a reader see EOF and SIGPIPE
             peak_pss, peak_rss, peak_single, statuses = _watch(processes, timeout)
             seconds = time.monotonic() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         finally:
             for process in processes:
                 if process.returncode is None and process.poll() is None:
@@ -126,7 +132,7 @@ def run(
         if failures:
             raise StepFailed("; ".join(failures))
         captured.seek(0)
-        return Measurement(seconds, peak_pss, peak_rss, peak_single, captured.read())
+        return Measurement(seconds, peak_pss, peak_rss, peak_single, cpu, captured.read())
 
 
 def _watch(processes: list[subprocess.Popen], timeout: float) -> tuple[int, int, int, list[int]]:

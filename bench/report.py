@@ -31,6 +31,7 @@ def summarize(samples: list[dict]) -> dict:
         "peak_pss_bytes": max(s["peak_pss_bytes"] for s in samples),
         "peak_rss_bytes": max(s["peak_rss_bytes"] for s in samples),
         "max_single_rss_bytes": max(s["max_single_rss_bytes"] for s in samples),
+        "cpu_s": statistics.median(s["cpu_seconds"] for s in samples),
         "size_bytes": max(sizes) if sizes else None,
     }
 
@@ -44,7 +45,8 @@ def add_ratios(summary: dict[str, dict]) -> None:
 
 def table(summary: dict[str, dict]) -> str:
     """Return the per-scale table as aligned text."""
-    header = ("operation", "median s", "min s", "max s", "ratio", "peak MB", "RSS sum MB", "1 proc MB", "archive MB")
+    header = ("operation", "median s", "min s", "max s", "ratio", "client CPU s", "peak MB", "RSS sum MB",
+              "1 proc MB", "archive MB")
     rows = [header]
     for operation, s in summary.items():
         rows.append((
@@ -53,6 +55,7 @@ def table(summary: dict[str, dict]) -> str:
             f"{s['min_s']:.2f}",
             f"{s['max_s']:.2f}",
             f"{s['ratio']:.2f}x" if "ratio" in s else "",
+            f"{s['cpu_s']:.2f}",
             f"{s['peak_pss_bytes'] / MB:.0f}",
             f"{s['peak_rss_bytes'] / MB:.0f}",
             f"{s['max_single_rss_bytes'] / MB:.0f}",

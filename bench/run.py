@@ -130,7 +130,7 @@ def _count(cur, table: str) -> int:
 
 def _sample(m: measure.Measurement, size: int | None = None) -> dict:
     return {"seconds": m.seconds, "peak_pss_bytes": m.peak_pss_bytes, "peak_rss_bytes": m.peak_rss_bytes,
-            "max_single_rss_bytes": m.max_single_rss_bytes, "size_bytes": size}
+            "max_single_rss_bytes": m.max_single_rss_bytes, "cpu_seconds": m.cpu_seconds, "size_bytes": size}
 
 
 def prepare_database(bench: Bench, scale: float) -> tuple[str, dict]:
@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["errors"].append(f"{type(exc).__name__}: {exc}")
         print(f"\nFAILED: {results['errors'][-1]}", file=sys.stderr)
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"\nKept databases {', '.join(sorted(bench.created))} and the work directory {workdir}")
+        else:
             bench.drop_created()
             shutil.rmtree(workdir, ignore_errors=True)
     results["goals"] = report.goals(results["scales"])
