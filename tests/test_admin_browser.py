@@ -2,6 +2,7 @@
 never used the command line backs up, downloads, restores and cleans up from the admin."""
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,7 @@ def test_back_up_download_restore_and_clean_up_from_the_browser(
     # Preview a cleanup and run it: the failed backup and a leftover file go, the good ones stay.
     failed = BackupJob.objects.create(database=pagila, status=BackupStatus.FAILED, compression="zstd",
                                       error="The backup was interrupted.")
+    BackupJob.objects.filter(pk=failed.pk).update(created_at=failed.created_at - timedelta(days=8))  # past retention
     page.click("text=Back to the backups")
     page.click("text=Clean up…")
     expect(page.locator(".cleanup-failed")).to_contain_text(f"Backup #{failed.pk} of {pagila}")
