@@ -266,7 +266,7 @@ def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_complete
         # Jobs that cron started before the removal finish on their own (or are ended) before the test's
         # database goes away.
         deadline = time.monotonic() + 60
-        while (pids := _processes_with(f"DJANGO_ENV_FILE={env_file}")) and time.monotonic() < deadline:
+        while _processes_with(f"DJANGO_ENV_FILE={env_file}") and time.monotonic() < deadline:
             time.sleep(0.5)
         for pid in _processes_with(f"DJANGO_ENV_FILE={env_file}"):
             os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,38 @@
+"""The backup operations. The admin, the management commands and cron only call these.
+
+Every function takes keyword-only arguments, the acting user explicitly, and raises BackupError
+with one sentence a person can act on.
+"""
+
+from ..errors import BackupError
+from .backup import create_backup
+from .catalog import (
+    CleanupPlan,
+    VerifyResult,
+    backup_stats,
+    cleanup_backups,
+    delete_backup,
+    open_backup,
+    plan_cleanup,
+    verify_backup,
+)
+from .common import fail_stale_jobs
+from .imports import import_archive, import_scan
+from .restore import restore_backup
+
+__all__ = [
+    "BackupError",
+    "CleanupPlan",
+    "VerifyResult",
+    "backup_stats",
+    "cleanup_backups",
+    "create_backup",
+    "delete_backup",
+    "fail_stale_jobs",
+    "import_archive",
+    "import_scan",
+    "open_backup",
+    "plan_cleanup",
+    "restore_backup",
+    "verify_backup",
+]

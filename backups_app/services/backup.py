@@ -1,0 +1,132 @@
+"""Create a backup: dump, compress and hash in one streaming pass, then the manifest."""
+
+from __future__ import annotations
+
+import errno
+import time
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .. import archives
+from ..engines import CHUNK_SIZE, Engine, get_engine
+from ..errors import BackupError, DatabaseBusy
+from ..models import BackupJob, BackupStatus, BackupTrigger
+from .common import _busy_message, _fail_stale_jobs, _process_fields, _user_fields
+
+PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_written
+
+
+def _fail(job: BackupJob, reason: str) -> None:
+    job.status = BackupStatus.FAILED
+    job.error = reason
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error", "finished_at"])
+
+def _archive_name(job: BackupJob, engine: Engine) -> str:
+    stamp = job.started_at.strftime("%Y%m%d-%H%M%S")
+    return f"{job.database}/{job.database}-{stamp}-{job.pk}.{engine.suffix}{archives.SUFFIXES[job.compression]}"
+
+def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
+    """Dump, compress and hash in one streaming pass; the caller holds the database's lock."""
+    job.status = BackupStatus.RUNNING
+    job.started_at = timezone.now()
+    job.engine = engine.name
+    for field, value in _process_fields().items():
+        setattr(job, field, value)
+    job.save()  # gives a new job its id, which the archive's name carries
+    job.file_name = _archive_name(job, engine)
+    job.save(update_fields=["file_name"])
+    try:
+        info = engine.describe()
+        job.server_version, job.tool_version = info.server_version, info.tool_version
+        job.save(update_fields=["server_version", "tool_version"])
+        with archives.write_archive(job.file_name, job.compression) as (writer, counter):
+            with engine.dump() as stream:
+                last_report = time.monotonic()
+                for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
+                    writer.write(chunk)
+                    if time.monotonic() - last_report > PROGRESS_INTERVAL:
+                        BackupJob.objects.filter(pk=job.pk).update(bytes_written=counter.size)
+                        last_report = time.monotonic()
+        job.size_bytes = job.bytes_written = counter.size
+        job.checksum_sha256 = counter.sha256.hexdigest()
+        job.finished_at = timezone.now()
+        archives.write_manifest(job.file_name, _manifest(job))
+    except BackupError as exc:
+        _fail(job, str(exc))
+        archives.delete(job.file_name)
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            reason = _("The backup storage is full (%(reason)s); free some space (backup_cleanup) or move "
+                       "BACKUP_DIRECTORY.") % {"reason": exc.strerror}
+        else:
+            reason = _("Writing the archive failed: %(reason)s.") % {"reason": exc}
+        _fail(job, reason)
+        archives.delete(job.file_name)
+        raise BackupError(reason) from exc
+    except BaseException:
+        _fail(job, _("The backup was interrupted."))
+        archives.delete(job.file_name)
+        raise
+    job.status = BackupStatus.COMPLETED
+    job.save()
+    return job
+
+def _manifest(job: BackupJob) -> dict:
+    return {
+        "id": job.pk,
+        "database": job.database,
+        "engine": job.engine,
+        "trigger": job.trigger,
+        "description": job.description,
+        "created": job.created_at.isoformat(),
+        "finished": job.finished_at.isoformat() if job.finished_at else None,
+        "file_name": job.file_name,
+        "size": job.size_bytes,
+        "sha256": job.checksum_sha256,
+        "compression": job.compression,
+        "archive_format": f"{job.engine}{archives.SUFFIXES[job.compression]}",
+        "server_version": job.server_version,
+        "tool_version": job.tool_version,
+    }
+
+def create_backup(
+    *,
+    database: str = "default",
+    acting_user=None,
+    trigger: str = BackupTrigger.MANUAL,
+    description: str = "",
+    compression: str | None = None,
+    job: BackupJob | None = None,
+) -> BackupJob:
+    """Back up a database; return the COMPLETED job or raise BackupError (the job then is FAILED).
+
+    `job` is a PENDING job created earlier (by the admin, before starting a worker process).
+    """
+    compression = compression or settings.BACKUP_COMPRESSION
+    if compression not in archives.SUFFIXES:
+        raise BackupError(
+            _("Unknown compression %(value)r: use one of %(choices)s.")
+            % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
+        )
+    try:
+        engine = get_engine(database)
+        with engine.lock():
+            _fail_stale_jobs(database)
+            if job is None:
+                job = BackupJob(database=database, trigger=trigger, description=description, **_user_fields(acting_user))
+            job.compression = compression
+            return _run_backup(engine, job)
+    except DatabaseBusy as exc:
+        raise _refuse(job, BackupError(_busy_message(database))) from exc
+    except BackupError as exc:
+        raise _refuse(job, exc)
+
+def _refuse(job: BackupJob | None, error: BackupError) -> BackupError:
+    """Record on a job that never started why it did not."""
+    if job is not None and job.pk and job.status == BackupStatus.PENDING:
+        _fail(job, str(error))
+    return error

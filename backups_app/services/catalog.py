@@ -1,0 +1,134 @@
+"""Verify, delete, clean up, download and count the backups in the catalog."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import BinaryIO
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .. import archives
+from ..engines import CHUNK_SIZE, engine_for_archive
+from ..errors import BackupError
+from ..models import USABLE_STATUSES, BackupJob, BackupStatus
+from ..selectors import backup_to_dict, get_backup, latest_successful_per_database, running_jobs, storage_totals
+
+
+def _verify_archive(job: BackupJob) -> str:
+    """Return what is wrong with a backup's archive, or "" when it is whole and readable."""
+    storage = archives.backup_storage()
+    if not job.file_name or not storage.exists(job.file_name):
+        return _("its archive %(name)s is missing from the backup storage.") % {"name": job.file_name}
+    digest, size = archives.checksum(job.file_name)
+    if digest != job.checksum_sha256 or size != job.size_bytes:
+        return _("its archive %(name)s does not match its checksum (corrupted or changed since the backup).") % {
+            "name": job.file_name
+        }
+    try:
+        with storage.open(job.file_name, "rb") as raw:
+            stream = archives.decompressor(raw, job.compression)
+            header = stream.read(64)
+            for _chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
+                pass
+    except Exception as exc:  # noqa: BLE001  (any decoder error means the same thing to the user)
+        return _("its archive %(name)s cannot be decompressed (%(reason)s).") % {"name": job.file_name, "reason": exc}
+    if engine_for_archive(header) != job.engine:
+        return _("its archive %(name)s is not a %(engine)s archive.") % {"name": job.file_name, "engine": job.engine}
+    return ""
+
+@dataclass(frozen=True)
+class VerifyResult:
+    backup: BackupJob
+    ok: bool
+    problem: str
+
+def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
+    """Recompute an archive's checksum and read it through; never changes anything."""
+    backup = get_backup(backup)
+    if not backup.is_usable:
+        return VerifyResult(backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()})
+    problem = _verify_archive(backup)
+    return VerifyResult(backup, not problem, problem)
+
+def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
+    """Delete a backup's archive, manifest and record together."""
+    backup = get_backup(backup)
+    if backup.status in (BackupStatus.RUNNING,):
+        raise BackupError(_("Backup #%(id)s is still running; wait for it to finish.") % {"id": backup.pk})
+    archives.delete(backup.file_name)
+    archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
+    backup.delete()
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    expired: list[BackupJob]
+    failed: list[BackupJob]
+    leftovers: list[str]
+    bytes_freed: int
+
+def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
+    """Return what a cleanup would delete: completed and failed backups past retention (never a
+    database's newest completed one), and partial files that no running job is writing.
+
+    Failed backups stay for the retention period too, so that monitoring and people see them."""
+    days = settings.BACKUP_RETENTION_DAYS if retention_days is None else retention_days
+    if days < 0:
+        raise BackupError(_("The retention must be zero or more days, not %(days)s.") % {"days": days})
+    cutoff = timezone.now() - timedelta(days=days)
+    usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
+    newest = {job.pk for job in latest_successful_per_database().values()}
+    expired = [job for job in usable.filter(created_at__lt=cutoff) if job.pk not in newest]
+    failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
+    active = {archives.partial_name(name) for name in running_jobs().values_list("file_name", flat=True)}
+    leftovers = [
+        name
+        for name in archives.list_names()
+        if os.path.basename(name).startswith(archives.PARTIAL_PREFIX)
+        and name.endswith(archives.PARTIAL_SUFFIX)
+        and name not in active
+    ]
+    storage = archives.backup_storage()
+    freed = sum(job.size_bytes or 0 for job in expired)
+    freed += sum(storage.size(job.file_name) for job in failed if job.file_name and storage.exists(job.file_name))
+    freed += sum(storage.size(name) for name in leftovers)
+    return CleanupPlan(expired, failed, leftovers, freed)
+
+def cleanup_backups(*, retention_days: int | None = None, acting_user=None) -> CleanupPlan:
+    """Delete what plan_cleanup() lists; return that plan."""
+    plan = plan_cleanup(retention_days=retention_days)
+    for job in plan.expired + plan.failed:
+        delete_backup(backup=job, acting_user=acting_user)
+    for name in plan.leftovers:
+        archives.delete(name)
+    return plan
+
+def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
+    """Open a completed backup's archive for reading (a download); the caller closes it."""
+    backup = get_backup(backup)
+    if not backup.is_usable:
+        raise BackupError(
+            _("Backup #%(id)s is %(status)s and has no archive to download.")
+            % {"id": backup.pk, "status": backup.get_status_display().lower()}
+        )
+    try:
+        return archives.backup_storage().open(backup.file_name, "rb")
+    except FileNotFoundError as exc:
+        raise BackupError(_("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}) from exc
+
+def backup_stats() -> dict:
+    """Return catalog totals and each database's latest successful backup."""
+    totals = storage_totals()
+    latest = latest_successful_per_database()
+    now = timezone.now()
+    return {
+        **totals,
+        "retention_days": settings.BACKUP_RETENTION_DAYS,
+        "databases": {
+            database: {**backup_to_dict(job), "age_seconds": int((now - job.created_at).total_seconds())}
+            for database, job in latest.items()
+        },
+    }

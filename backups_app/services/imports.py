@@ -1,0 +1,82 @@
+"""Register archives that lie in the backup storage: disaster recovery of the catalog."""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext as _
+
+from .. import archives
+from ..engines import engine_for_archive
+from ..errors import BackupError
+from ..models import BackupJob, BackupStatus, BackupTrigger
+from .backup import _manifest
+from .common import _user_fields
+
+
+def import_archive(*, path: str, database: str | None = None, acting_user=None) -> BackupJob:
+    """Register an archive file that lies in the backup storage (with its manifest, if it has one)."""
+    name = archives.storage_name(path)
+    if name.endswith(archives.MANIFEST_SUFFIX):
+        name = name.removesuffix(archives.MANIFEST_SUFFIX)
+    existing = BackupJob.objects.filter(file_name=name).first()
+    if existing:
+        raise BackupError(_("%(name)s is already in the catalog as backup #%(id)s.") % {"name": name, "id": existing.pk})
+    digest, size = archives.checksum(name)
+    manifest_name = name + archives.MANIFEST_SUFFIX
+    manifest = archives.read_manifest(manifest_name) if archives.backup_storage().exists(manifest_name) else {}
+    if manifest and (manifest.get("sha256") != digest or manifest.get("size") != size):
+        raise BackupError(
+            _("%(name)s does not match its manifest's checksum; the archive or the manifest was changed.") % {"name": name}
+        )
+    with archives.backup_storage().open(name, "rb") as raw:
+        header = raw.read(16)
+        compression = archives.detect_compression(header)
+        raw.seek(0)
+        engine = engine_for_archive(archives.decompressor(raw, compression).read(64))
+    if engine is None:
+        raise BackupError(_("%(name)s is not a PostgreSQL or SQLite backup archive.") % {"name": name})
+    job = BackupJob(
+        database=database or manifest.get("database") or "default",
+        engine=engine,
+        status=BackupStatus.COMPLETED,
+        trigger=manifest.get("trigger") if manifest.get("trigger") in BackupTrigger.values else BackupTrigger.MANUAL,
+        description=str(manifest.get("description") or _("Imported from %(name)s") % {"name": name})[:255],
+        compression=compression,
+        file_name=name,
+        size_bytes=size,
+        bytes_written=size,
+        checksum_sha256=digest,
+        server_version=str(manifest.get("server_version", ""))[:100],
+        tool_version=str(manifest.get("tool_version", ""))[:100],
+        **_user_fields(acting_user),
+    )
+    manifest_id = manifest.get("id")
+    if isinstance(manifest_id, int) and not BackupJob.objects.filter(pk=manifest_id).exists():
+        job.pk = manifest_id  # the id it had before the catalog was lost
+    job.save()
+    if manifest.get("created"):
+        BackupJob.objects.filter(pk=job.pk).update(
+            created_at=manifest["created"], started_at=manifest["created"], finished_at=manifest.get("finished")
+        )
+    else:
+        BackupJob.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)
+    job.refresh_from_db()
+    if not manifest:
+        archives.write_manifest(name, _manifest(job))
+    return job
+
+def import_scan(*, acting_user=None) -> tuple[list[BackupJob], list[str]]:
+    """Register every archive whose manifest lies in the storage and is not in the catalog yet.
+
+    Return the imported jobs and, for each manifest that could not be imported, why.
+    """
+    known = set(BackupJob.objects.values_list("file_name", flat=True))
+    imported, problems = [], []
+    for name in archives.list_names():
+        archive = name.removesuffix(archives.MANIFEST_SUFFIX)
+        if not name.endswith(archives.MANIFEST_SUFFIX) or archive in known:
+            continue
+        try:
+            imported.append(import_archive(path=archive, acting_user=acting_user))
+        except BackupError as exc:
+            problems.append(f"{name}: {exc}")
+    return imported, problems

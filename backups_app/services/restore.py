@@ -1,0 +1,117 @@
+"""Restore a backup: verified archive, safety backup, all-or-nothing replacement, catalog kept."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import router
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .. import archives
+from ..engines import Engine, KeptTable, get_engine
+from ..errors import BackupError, DatabaseBusy
+from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from ..selectors import get_backup
+from .backup import _run_backup
+from .catalog import _verify_archive
+from .common import _busy_message, _fail_stale_jobs, _process_fields, _user_fields
+
+
+def _catalog_tables() -> list[KeptTable]:
+    """Describe the catalog's tables, which every restore of the catalog's own database keeps."""
+    tables = []
+    for model in (BackupJob, Restore):
+        outside_refs = {
+            field.column: (field.related_model._meta.db_table, field.target_field.column)
+            for field in model._meta.concrete_fields
+            if field.is_relation and field.related_model not in (BackupJob, Restore)
+        }
+        tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs))
+    return tables
+
+def restore_backup(
+    *,
+    backup: BackupJob | int,
+    acting_user=None,
+    database: str | None = None,
+    safety_backup: bool = True,
+    terminate_sessions: bool = False,
+    restore: Restore | None = None,
+) -> Restore:
+    """Replace a database's content with a backup, all or nothing, after a safety backup of it.
+
+    Return the COMPLETED restore record, or raise BackupError (the record then is FAILED and the
+    database as it was). Restoring the catalog's own database keeps the catalog as it is now.
+    """
+    backup = get_backup(backup)
+    database = database or backup.database
+    if not backup.is_usable:
+        raise BackupError(
+            _("Backup #%(id)s is %(status)s; only a completed backup can be restored.")
+            % {"id": backup.pk, "status": backup.get_status_display().lower()}
+        )
+    engine = get_engine(database)
+    if backup.engine != engine.name:
+        raise BackupError(
+            _("Backup #%(id)s is a %(archive)s archive and database %(database)r is %(engine)s; restore it into a "
+              "%(archive)s database.")
+            % {"id": backup.pk, "archive": backup.engine, "database": database, "engine": engine.name}
+        )
+    try:
+        with engine.lock():
+            _fail_stale_jobs(database)
+            if restore is None:
+                restore = Restore(backup=backup, database=database, **_user_fields(acting_user))
+            restore.status = RestoreStatus.RUNNING
+            for field, value in _process_fields().items():
+                setattr(restore, field, value)
+            restore.save()
+            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions)
+    except DatabaseBusy as exc:
+        error = BackupError(_busy_message(database))
+        if restore is not None and restore.pk:
+            _fail_restore(restore, str(error))
+        raise error from exc
+
+def _fail_restore(restore: Restore, reason: str) -> None:
+    restore.status = RestoreStatus.FAILED
+    restore.error = reason
+    restore.finished_at = timezone.now()
+    restore.save(update_fields=["status", "error", "finished_at"])
+
+def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
+    try:
+        problem = _verify_archive(backup)
+        if problem:
+            raise BackupError(_("Backup #%(id)s is refused: %(problem)s") % {"id": backup.pk, "problem": problem})
+        if safety:
+            safety_job = BackupJob(
+                database=restore.database,
+                trigger=BackupTrigger.PRE_RESTORE_SAFETY,
+                description=_("Before restoring backup #%(id)s") % {"id": backup.pk},
+                compression=settings.BACKUP_COMPRESSION,
+                requested_by=restore.requested_by,
+                requested_by_name=restore.requested_by_name,
+            )
+            restore.safety_backup = _run_backup(engine, safety_job)
+            restore.save(update_fields=["safety_backup"])
+        keep = _catalog_tables() if router.db_for_write(BackupJob) == restore.database else []
+        with archives.backup_storage().open(backup.file_name, "rb") as raw:
+            engine.restore(
+                archives.decompressor(raw, backup.compression),
+                keep=keep,
+                lock_timeout=settings.BACKUP_LOCK_TIMEOUT,
+                terminate_sessions=terminate,
+            )
+    except BackupError as exc:
+        _fail_restore(restore, str(exc))
+        raise
+    except BaseException:
+        _fail_restore(restore, _("The restore was interrupted; the database is as it was before."))
+        raise
+    restore.status = RestoreStatus.COMPLETED
+    restore.finished_at = timezone.now()
+    restore.save()
+    BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)
+    backup.refresh_from_db()
+    return restore
