@@ -353,6 +353,7 @@ def test_restore_action_shows_a_confirmation_page_first(admin_client, backup):
     assert "Restore backup #%s?" % backup.pk in text
     assert "What will be overwritten" in text and connections["sqlite"].settings_dict["NAME"] in text
     assert backup.checksum_sha256 in text and "sqlite3" in text  # the archive's manifest
+    assert "<code>auth_user</code>" in text  # the tables, read from the archive itself
     assert re.search(r'<input type="checkbox" name="safety_backup"[^>]* checked>', text)  # on by default
     assert 'name="post" value="yes"' in text and "cancel-link" in text
     assert not Restore.objects.exists()

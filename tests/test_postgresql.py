@@ -140,3 +140,10 @@ def test_unreachable_database_fails_with_one_sentence():
     finally:
         params["PORT"] = port
     assert not BackupJob.objects.filter(status=BackupStatus.COMPLETED).exists()
+
+
+def test_archive_tables_are_read_from_the_archive(pagila):
+    job = services.create_backup(database=pagila)
+    tables = services.archive_tables(backup=job)
+    assert {"public.film", "public.payment", "public.payment_p2022_01", "public.actor"} <= set(tables)
+    assert len(tables) == int(psql(pagila, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))

@@ -37,6 +37,7 @@ def test_round_trip_replaces_content(backup_dir):
 
     assert sqlite_rows("SELECT count(*), max(body) FROM notes") == [(500, "note 99")]
     assert sqlite_rows("SELECT name FROM sqlite_master WHERE name = 'created_after'") == []
+    assert {"notes", "auth_user"} <= set(services.archive_tables(backup=job))
 
 
 def test_archive_of_another_engine_is_refused(pagila_template):

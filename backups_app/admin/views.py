@@ -174,6 +174,10 @@ class BackupConsoleViews:
             manifest, manifest_problem = archives.read_manifest(backup.file_name + archives.MANIFEST_SUFFIX), ""
         except BackupError as exc:
             manifest, manifest_problem = None, str(exc)
+        try:
+            tables, tables_problem = services.archive_tables(backup=backup), ""
+        except BackupError as exc:
+            tables, tables_problem = [], str(exc)
         targets = [
             {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor}
             for alias, _label in form.fields["database"].choices
@@ -185,6 +189,8 @@ class BackupConsoleViews:
             form=form,
             manifest=manifest,
             manifest_problem=manifest_problem,
+            tables=tables,
+            tables_problem=tables_problem,
             targets=targets,
             queryset=[backup],
             action_checkbox_name="_selected_action",

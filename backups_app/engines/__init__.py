@@ -77,6 +77,11 @@ class Engine:
         """Replace the database's content with the archive read from `source`, all or nothing."""
         raise NotImplementedError
 
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        """Return the names of the tables in the archive read from `source` (no database needed)."""
+        raise NotImplementedError
+
 
 def get_engine(alias: str) -> Engine:
     """Return the engine for a configured database alias, or raise BackupError saying what is wrong."""
@@ -91,14 +96,22 @@ def get_engine(alias: str) -> Engine:
             _("Database %(alias)r uses the %(vendor)s engine, which cannot be backed up; supported engines: %(engines)s.")
             % {"alias": alias, "vendor": vendor, "engines": ", ".join(ENGINES)}
         )
-    return import_string(ENGINES[vendor])(alias)
+    return engine_class(vendor)(alias)
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Return the engine class of an engine name as a catalog records it ("postgresql", "sqlite")."""
+    if name not in ENGINES:
+        raise BackupError(_("Unknown engine %(name)r; supported engines: %(engines)s.")
+                          % {"name": name, "engines": ", ".join(ENGINES)})
+    return import_string(ENGINES[name])
 
 
 def engine_for_archive(header: bytes) -> str | None:
     """Return the name of the engine whose archives start with `header`, if any."""
-    for vendor, path in ENGINES.items():
-        if header.startswith(import_string(path).magic):
-            return vendor
+    for name in ENGINES:
+        if header.startswith(engine_class(name).magic):
+            return name
     return None
 
 

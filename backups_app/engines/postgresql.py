@@ -219,24 +219,13 @@ class PostgreSQLEngine(Engine):
         psql_args, env = self._command("psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--file=-"])
         feed_errors: list[BaseException] = []
 
-        def feed(target: BinaryIO) -> None:
-            try:
-                copy_stream(source, target)
-            except BrokenPipeError:
-                pass  # pg_restore stopped early: its exit status says why.
-            except BaseException as exc:  # noqa: BLE001 (reported below, after pg_restore exits)
-                feed_errors.append(exc)
-            finally:
-                with contextlib.suppress(OSError):
-                    target.close()
-
         with (
             tool_process(
                 ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             ) as pg_restore,
             tool_process(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as psql,
         ):
-            feeder = threading.Thread(target=feed, args=(pg_restore.stdin,), daemon=True)
+            feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors), daemon=True)
             feeder.start()
             try:
                 psql.stdin.write(prelude)
@@ -269,6 +258,34 @@ class PostgreSQLEngine(Engine):
                 raise
             if psql.wait() != 0:
                 raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        # pg_restore --list reads only the archive's table of contents, then stops reading.
+        with tool_process(["pg_restore", "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
+            feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
+            feeder.start()
+            listing = pg_restore.stdout.read().decode("utf-8", "replace")
+            feeder.join()
+            if pg_restore.wait() != 0:
+                raise BackupError(_("pg_restore could not read the archive: %(reason)s.")
+                                  % {"reason": first_error_line(pg_restore.stderr_text())})
+        # e.g. "215; 1259 16422 TABLE public actor postgres"
+        entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
+        return [f"{entry[1]}.{entry[2]}" for entry in entries]
+
+    @staticmethod
+    def _feed(source: BinaryIO, target: BinaryIO, errors: list[BaseException]) -> None:
+        """Copy `source` into a tool's stdin (in a thread); record read errors, ignore a tool that stopped."""
+        try:
+            copy_stream(source, target)
+        except BrokenPipeError:
+            pass  # the tool stopped early: its exit status says why.
+        except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the tool exits)
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                target.close()
 
     def _restore_failure(self, reason: str, lock_timeout: int) -> str:
         if "lock timeout" in reason:

@@ -122,6 +122,26 @@ class SQLiteEngine(Engine):
             os.unlink(scratch)
         self.connection.close()
 
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        descriptor, scratch = tempfile.mkstemp(suffix=".backup-tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as target:
+                copy_stream(source, target)
+            database = sqlite3.connect(f"file:{scratch}?mode=ro", uri=True)
+            try:
+                rows = database.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                    "ORDER BY name"
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise BackupError(_("The archive is not a sound SQLite database (%(reason)s).") % {"reason": exc}) from exc
+            finally:
+                database.close()
+        finally:
+            os.unlink(scratch)
+        return [name for (name,) in rows]
+
     def _put_back(self, restored: sqlite3.Connection, keep: list[KeptTable]) -> None:
         """Copy the live rows of the kept tables into the restored file, as they are right now."""
         restored.execute("ATTACH DATABASE ? AS live", (f"file:{self.path}?mode=ro",))

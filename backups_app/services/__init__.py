@@ -9,6 +9,7 @@ from .backup import create_backup
 from .catalog import (
     CleanupPlan,
     VerifyResult,
+    archive_tables,
     backup_stats,
     cleanup_backups,
     delete_backup,
@@ -24,6 +25,7 @@ __all__ = [
     "BackupError",
     "CleanupPlan",
     "VerifyResult",
+    "archive_tables",
     "backup_stats",
     "cleanup_backups",
     "create_backup",

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
-from ..engines import CHUNK_SIZE, engine_for_archive
+from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
 from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus
 from ..selectors import backup_to_dict, get_backup, latest_successful_per_database, running_jobs, storage_totals
@@ -53,6 +53,19 @@ def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
         return VerifyResult(backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()})
     problem = _verify_archive(backup)
     return VerifyResult(backup, not problem, problem)
+
+def archive_tables(*, backup: BackupJob | int) -> list[str]:
+    """Return the tables that a backup's archive holds, read from the archive itself."""
+    backup = get_backup(backup)
+    if not backup.is_usable:
+        raise BackupError(_("Backup #%(id)s has no archive.") % {"id": backup.pk})
+    engine = engine_class(backup.engine)
+    try:
+        with archives.backup_storage().open(backup.file_name, "rb") as raw:
+            return engine.archive_tables(archives.decompressor(raw, backup.compression))
+    except FileNotFoundError as exc:
+        raise BackupError(_("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}) from exc
+
 
 def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
     """Delete a backup's archive, manifest and record together."""
