@@ -28,7 +28,8 @@ DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432"
 # Bump when the schema or the data changes, so that `--reuse` rebuilds older databases.
 GENERATOR_VERSION = 1
 
-WORDS = (
+# The word lists stay readable text, split once at import.
+WORDS = (  # noqa: SIM905
     "able account action active address advance after again agent almost alpha amber answer apple "
     "april area arrive autumn balance basket battery beach before begin below berry better bicycle "
     "black blanket blue border bottle bright broken brown bucket budget cable camera candle carbon "
@@ -47,26 +48,26 @@ WORDS = (
     "stone storm strong summer sunday table thunder tiny today tomato travel tuesday urban "
     "velvet village violet warm water weekly white window winter wooden yellow zinc"
 ).split()
-FIRST_NAMES = (
+FIRST_NAMES = (  # noqa: SIM905
     "Ada Alan Alice Amara Anna Arjun Ben Bruno Carla Chen Chloe Daniel David Elena Emma Eva "
     "Fatima Felix Grace Hana Hugo Ines Ivan Jack James Julia Kenji Lara Leo Lena Liam Lucas Maria "
     "Marta Mia Mohamed Nadia Noah Olga Omar Paul Priya Rosa Sara Sofia Tom Yara Yusuf Zoe"
 ).split()
-LAST_NAMES = (
+LAST_NAMES = (  # noqa: SIM905
     "Adams Ali Bauer Becker Brown Carter Chen Costa Dubois Evans Fischer Garcia Gomez Hansen Ito "
     "Jensen Khan Kim Kowalski Lambert Lee Lopez Martin Meyer Moreau Muller Nguyen Novak Okafor "
     "Olsen Patel Perez Petrov Rossi Santos Schmidt Silva Smith Suzuki Tanaka Taylor Weber Wilson "
     "Wong Yilmaz Zhang"
 ).split()
-CITIES = (
+CITIES = (  # noqa: SIM905
     "Amsterdam Athens Austin Barcelona Berlin Boston Brno Chicago Dublin Gdansk Geneva Hamburg "
     "Helsinki Krakow Leeds Lisbon Lyon Madrid Milan Montreal Munich Nantes Oslo Porto Prague "
     "Seattle Seville Tallinn Toronto Turin Utrecht Valencia Vienna Warsaw Zurich"
 ).split()
-COUNTRIES = "AT BE CA CH CZ DE DK ES FI FR GB IE IT NL NO PL PT SE US".split()
-STREET_KINDS = "Street Road Avenue Lane Way Square Place Boulevard".split()
-ORDER_STATUSES = "new paid packed shipped delivered delivered delivered cancelled refunded".split()
-EVENT_KINDS = "page_view page_view page_view search cart_add cart_remove login checkout review".split()
+COUNTRIES = "AT BE CA CH CZ DE DK ES FI FR GB IE IT NL NO PL PT SE US".split()  # noqa: SIM905
+STREET_KINDS = "Street Road Avenue Lane Way Square Place Boulevard".split()  # noqa: SIM905
+ORDER_STATUSES = "new paid packed shipped delivered delivered delivered cancelled refunded".split()  # noqa: SIM905
+EVENT_KINDS = "page_view page_view page_view search cart_add cart_remove login checkout review".split()  # noqa: SIM905
 USER_AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Version/17.4 Safari/605.1.15",
@@ -275,23 +276,31 @@ KEYS_AND_INDEXES = [
     [
         "ALTER TABLE orders ADD CONSTRAINT orders_pkey PRIMARY KEY (id)",
         "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (id)",
-        "ALTER TABLE customers ADD CONSTRAINT customers_pkey PRIMARY KEY (id);"
-        "ALTER TABLE products ADD CONSTRAINT products_sku_key UNIQUE (sku);"
-        "ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email);"
-        "CREATE INDEX customers_last_name_idx ON customers (lower(last_name), first_name);"
-        "CREATE INDEX products_tags_idx ON products USING gin (tags)",
+        (
+            "ALTER TABLE customers ADD CONSTRAINT customers_pkey PRIMARY KEY (id);"
+            "ALTER TABLE products ADD CONSTRAINT products_sku_key UNIQUE (sku);"
+            "ALTER TABLE customers ADD CONSTRAINT customers_email_key UNIQUE (email);"
+            "CREATE INDEX customers_last_name_idx ON customers (lower(last_name), first_name);"
+            "CREATE INDEX products_tags_idx ON products USING gin (tags)"
+        ),
     ],
     [
-        "CREATE INDEX orders_customer_placed_idx ON orders (customer_id, placed_at);"
-        "CREATE INDEX orders_status_idx ON orders (status) WHERE status IN ('new', 'paid')",
-        "CREATE INDEX events_occurred_idx ON events (occurred_at);"
-        "CREATE INDEX events_customer_kind_idx ON events (customer_id, kind)",
+        (
+            "CREATE INDEX orders_customer_placed_idx ON orders (customer_id, placed_at);"
+            "CREATE INDEX orders_status_idx ON orders (status) WHERE status IN ('new', 'paid')"
+        ),
+        (
+            "CREATE INDEX events_occurred_idx ON events (occurred_at);"
+            "CREATE INDEX events_customer_kind_idx ON events (customer_id, kind)"
+        ),
     ],
     # Foreign keys lock both of their tables: adding them in parallel would deadlock.
     [
-        "ALTER TABLE orders ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
-        "ALTER TABLE events ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
-        "ALTER TABLE events ADD CONSTRAINT events_order_fk FOREIGN KEY (order_id) REFERENCES orders (id)",
+        (
+            "ALTER TABLE orders ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
+            "ALTER TABLE events ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);"
+            "ALTER TABLE events ADD CONSTRAINT events_order_fk FOREIGN KEY (order_id) REFERENCES orders (id)"
+        ),
     ],
 ]
 

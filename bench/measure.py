@@ -17,6 +17,7 @@ they do the same work for the raw tools and the project.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -99,8 +100,10 @@ def run(
     StepFailed when any command exits non-zero.
     """
     processes: list[subprocess.Popen] = []
-    stderrs = [tempfile.TemporaryFile() for _ in commands]
-    with tempfile.TemporaryFile() as captured, open(stdout_path or os.devnull, "wb") as target:
+    with contextlib.ExitStack() as files:
+        stderrs = [files.enter_context(tempfile.TemporaryFile()) for _ in commands]
+        captured = files.enter_context(tempfile.TemporaryFile())
+        target = files.enter_context(open(stdout_path or os.devnull, "wb"))
         last_out = target if stdout_path else captured
         # RUSAGE_CHILDREN sums the CPU time of every reaped child and of the descendants each waited for.
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,8 +130,6 @@ def run(
                 stderr.seek(0)
                 tail = stderr.read()[-2000:].decode("utf-8", "replace").strip()
                 failures.append(f"{Path(args[0]).name} exited {status}: {tail}")
-        for stderr in stderrs:
-            stderr.close()
         if failures:
             raise StepFailed("; ".join(failures))
         captured.seek(0)

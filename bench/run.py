@@ -27,9 +27,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg2  # noqa: E402
+import psycopg2
 
-from bench import generate, measure, report  # noqa: E402
+from bench import generate, measure, report
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_SCALE_MB = 3.0
@@ -71,7 +71,9 @@ def machine_info(server_url: str) -> dict:
     with generate.connect(generate.database_url(server_url, "postgres")) as cur:
         cur.execute("SELECT version()")
         server_version = cur.fetchone()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -118,9 +120,15 @@ class Bench:
         with generate.connect(self.url(dbname)) as cur:
             return {table: _count(cur, table) for table in TABLES}
 
-    def drop_created(self) -> None:
+    def drop_created(self) -> list[str]:
+        """Drop the databases this run made; return what could not be dropped, and why."""
+        problems = []
         for dbname in sorted(self.created):
-            generate.drop_database(self.args.server_url, dbname)
+            try:
+                generate.drop_database(self.args.server_url, dbname)
+            except psycopg2.Error as exc:
+                problems.append(f"could not drop {dbname}: {exc}".strip())
+        return problems
 
 
 def _count(cur, table: str) -> int:
@@ -234,11 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
         results["errors"].append(f"not on PATH: {', '.join(missing)}")
         print(results["errors"][-1], file=sys.stderr)
         return results
-    results["machine"] = machine_info(args.server_url)
     results["smoke"] = args.smoke
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     bench = Bench(args, workdir)
     try:
+        results["machine"] = machine_info(args.server_url)
         bench.manage("migrate", "--no-input")
         for scale in args.scale_list:
             results["scales"].append(bench_scale(bench, scale))
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.keep:
             print(f"\nKept databases {', '.join(sorted(bench.created))} and the work directory {workdir}")
         else:
-            bench.drop_created()
+            results["errors"] += bench.drop_created()
             shutil.rmtree(workdir, ignore_errors=True)
     results["goals"] = report.goals(results["scales"])
     print_results(results)
