@@ -68,7 +68,9 @@ class HashingWriter:
 def compressor(target, compression: str):
     """Return a writer that compresses into `target`; closing it finishes the stream, not `target`."""
     if compression == Compression.ZSTD:
-        return zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(target, closefd=False)
+        # One thread: pg_dump (~130 MB/s) is slower than single-threaded zstd -3 (~260 MB/s), and each
+        # extra worker would add its own 8 MB buffers (bench/README.md measured 112 MB peak with one a core).
+        return zstandard.ZstdCompressor(level=3).stream_writer(target, closefd=False)
     if compression == Compression.GZIP:
         return gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6)
     if compression == Compression.NONE:

@@ -256,9 +256,6 @@ def restore_message(restore: Restore) -> str:
 
 
 def restore_is_running(restore: Restore) -> bool:
-    """Return whether a restore still runs: its record says so, or its process has not exited yet.
-
-    The restore process briefly marks every RUNNING restore of its database as FAILED (stale)
-    before it writes its own record back as RUNNING; a poll in between must not report a failure.
-    """
+    """Return whether a restore still runs: its record says so, or its process has not exited yet
+    (the admin's LogEntry waits for the process, whose record is final only when it exits)."""
     return restore.status == RestoreStatus.RUNNING or bool(process_state(restore.hostname, restore.pid))

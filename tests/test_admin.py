@@ -488,3 +488,25 @@ def test_a_running_backup_cannot_be_deleted(admin_client):
             "action": "delete_selected", helpers.ACTION_CHECKBOX_NAME: [job.pk], "post": "yes"})
         assert response.status_code == 403
     assert BackupJob.objects.filter(pk=job.pk).exists()
+
+
+# Scale -------------------------------------------------------------------------------------------
+
+@SQLITE
+def test_change_list_query_count_does_not_grow_with_the_catalog(admin_client, django_assert_max_num_queries):
+    """Issue 5: at most 10 queries for the list and its stats panel, with 10 or 10,000 backups."""
+    def make(count, start):
+        BackupJob.objects.bulk_create(
+            BackupJob(database=("default", "sqlite")[i % 2], engine="sqlite", status=BackupStatus.COMPLETED,
+                      compression="zstd", file_name=f"x/{start + i}.sqlite3.zst", size_bytes=1000 + i,
+                      checksum_sha256="0" * 64, requested_by_name="cron")
+            for i in range(count)
+        )
+
+    make(10, 0)
+    with django_assert_max_num_queries(10):
+        assert admin_client.get(url("changelist")).status_code == 200
+    make(9990, 10)
+    with django_assert_max_num_queries(10):
+        response = admin_client.get(url("changelist"))
+    assert response.status_code == 200 and "10000" in response.text.replace(",", "")

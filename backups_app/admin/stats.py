@@ -12,10 +12,11 @@ from backups_app.schedule import next_run_of
 
 from .forms import database_choices
 
+
 def stats_panel() -> dict:
     """Return what the stats panel shows: totals, each database's newest backup and its age, the schedule."""
     stats = services.backup_stats()
-    max_age = timedelta(hours=getattr(settings, "BACKUP_MAX_AGE_HOURS", 26))
+    max_age = timedelta(hours=settings.BACKUP_MAX_AGE_HOURS)
     databases = []
     for alias, _label in database_choices():
         latest = stats["databases"].get(alias)
@@ -27,7 +28,7 @@ def stats_panel() -> dict:
             "age": age,
             "stale": age is None or age > max_age,
         })
-    schedule = getattr(settings, "BACKUP_SCHEDULE", None)
+    schedule = settings.BACKUP_SCHEDULE
     next_run, schedule_error = None, False
     if schedule:
         try:

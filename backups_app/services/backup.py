@@ -24,9 +24,11 @@ def _fail(job: BackupJob, reason: str) -> None:
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "error", "finished_at"])
 
+
 def _archive_name(job: BackupJob, engine: Engine) -> str:
     stamp = job.started_at.strftime("%Y%m%d-%H%M%S")
     return f"{job.database}/{job.database}-{stamp}-{job.pk}.{engine.suffix}{archives.SUFFIXES[job.compression]}"
+
 
 def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     """Dump, compress and hash in one streaming pass; the caller holds the database's lock."""
@@ -60,8 +62,9 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
         raise
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            reason = _("The backup storage is full (%(reason)s); free some space (backup_cleanup) or move "
-                       "BACKUP_DIRECTORY.") % {"reason": exc.strerror}
+            reason = _(
+                "The backup storage is full (%(reason)s); free some space (backup_cleanup) or move BACKUP_DIRECTORY."
+            ) % {"reason": exc.strerror}
         else:
             reason = _("Writing the archive failed: %(reason)s.") % {"reason": exc}
         _fail(job, reason)
@@ -74,6 +77,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     job.status = BackupStatus.COMPLETED
     job.save()
     return job
+
 
 def _manifest(job: BackupJob) -> dict:
     return {
@@ -92,6 +96,7 @@ def _manifest(job: BackupJob) -> dict:
         "server_version": job.server_version,
         "tool_version": job.tool_version,
     }
+
 
 def create_backup(
     *,
@@ -117,13 +122,16 @@ def create_backup(
         with engine.lock():
             _fail_stale_jobs(database)
             if job is None:
-                job = BackupJob(database=database, trigger=trigger, description=description, **_user_fields(acting_user))
+                job = BackupJob(
+                    database=database, trigger=trigger, description=description, **_user_fields(acting_user)
+                )
             job.compression = compression
             return _run_backup(engine, job)
     except DatabaseBusy as exc:
         raise _refuse(job, BackupError(_busy_message(database))) from exc
     except BackupError as exc:
         raise _refuse(job, exc)
+
 
 def _refuse(job: BackupJob | None, error: BackupError) -> BackupError:
     """Record on a job that never started why it did not."""

@@ -18,18 +18,25 @@ from ..models import USABLE_STATUSES, BackupJob, BackupStatus
 from ..selectors import backup_to_dict, get_backup, latest_successful_per_database, running_jobs, storage_totals
 
 
-def _verify_archive(job: BackupJob) -> str:
-    """Return what is wrong with a backup's archive, or "" when it is whole and readable."""
-    storage = archives.backup_storage()
-    if not job.file_name or not storage.exists(job.file_name):
+def checksum_problem(job: BackupJob) -> str:
+    """Return what is wrong with a backup's archive file (missing, checksum), or "" when it is intact."""
+    if not job.file_name or not archives.backup_storage().exists(job.file_name):
         return _("its archive %(name)s is missing from the backup storage.") % {"name": job.file_name}
     digest, size = archives.checksum(job.file_name)
     if digest != job.checksum_sha256 or size != job.size_bytes:
         return _("its archive %(name)s does not match its checksum (corrupted or changed since the backup).") % {
             "name": job.file_name
         }
+    return ""
+
+
+def _verify_archive(job: BackupJob) -> str:
+    """Return what is wrong with a backup's archive, or "" when it is intact and reads through."""
+    problem = checksum_problem(job)
+    if problem:
+        return problem
     try:
-        with storage.open(job.file_name, "rb") as raw:
+        with archives.backup_storage().open(job.file_name, "rb") as raw:
             stream = archives.decompressor(raw, job.compression)
             header = stream.read(64)
             for _chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
@@ -40,19 +47,24 @@ def _verify_archive(job: BackupJob) -> str:
         return _("its archive %(name)s is not a %(engine)s archive.") % {"name": job.file_name, "engine": job.engine}
     return ""
 
+
 @dataclass(frozen=True)
 class VerifyResult:
     backup: BackupJob
     ok: bool
     problem: str
 
+
 def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
     """Recompute an archive's checksum and read it through; never changes anything."""
     backup = get_backup(backup)
     if not backup.is_usable:
-        return VerifyResult(backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()})
+        return VerifyResult(
+            backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}
+        )
     problem = _verify_archive(backup)
     return VerifyResult(backup, not problem, problem)
+
 
 def archive_tables(*, backup: BackupJob | int) -> list[str]:
     """Return the tables that a backup's archive holds, read from the archive itself."""
@@ -64,7 +76,9 @@ def archive_tables(*, backup: BackupJob | int) -> list[str]:
         with archives.backup_storage().open(backup.file_name, "rb") as raw:
             return engine.archive_tables(archives.decompressor(raw, backup.compression))
     except FileNotFoundError as exc:
-        raise BackupError(_("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}) from exc
+        raise BackupError(
+            _("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}
+        ) from exc
 
 
 def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
@@ -76,12 +90,14 @@ def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
     archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
     backup.delete()
 
+
 @dataclass(frozen=True)
 class CleanupPlan:
     expired: list[BackupJob]
     failed: list[BackupJob]
     leftovers: list[str]
     bytes_freed: int
+
 
 def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     """Return what a cleanup would delete: completed and failed backups past retention (never a
@@ -110,6 +126,7 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     freed += sum(storage.size(name) for name in leftovers)
     return CleanupPlan(expired, failed, leftovers, freed)
 
+
 def cleanup_backups(*, retention_days: int | None = None, acting_user=None) -> CleanupPlan:
     """Delete what plan_cleanup() lists; return that plan."""
     plan = plan_cleanup(retention_days=retention_days)
@@ -118,6 +135,7 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None) -> C
     for name in plan.leftovers:
         archives.delete(name)
     return plan
+
 
 def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
     """Open a completed backup's archive for reading (a download); the caller closes it."""
@@ -130,7 +148,10 @@ def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
     try:
         return archives.backup_storage().open(backup.file_name, "rb")
     except FileNotFoundError as exc:
-        raise BackupError(_("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}) from exc
+        raise BackupError(
+            _("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}
+        ) from exc
+
 
 def backup_stats() -> dict:
     """Return catalog totals and each database's latest successful backup."""

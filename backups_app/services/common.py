@@ -19,30 +19,41 @@ def _user_fields(acting_user) -> dict:
         return {"requested_by": None, "requested_by_name": ""}
     return {"requested_by": acting_user, "requested_by_name": acting_user.get_username()}
 
+
 def _process_fields() -> dict:
     return {"hostname": socket.gethostname(), "pid": os.getpid()}
+
 
 def _busy_message(database: str) -> str:
     job = running_jobs(database).first()
     restore = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).first()
     if restore:
-        return _("Restore #%(id)s into database %(database)r is running (started %(started)s); try again when it "
-                 "has finished.") % {"id": restore.pk, "database": database, "started": restore.started_at}
+        return _(
+            "Restore #%(id)s into database %(database)r is running (started %(started)s); try again when it "
+            "has finished."
+        ) % {"id": restore.pk, "database": database, "started": restore.started_at}
     if job:
-        return _("Backup #%(id)s of database %(database)r is running (started %(started)s); try again when it has "
-                 "finished.") % {"id": job.pk, "database": database, "started": job.started_at or job.created_at}
+        return _(
+            "Backup #%(id)s of database %(database)r is running (started %(started)s); try again when it has finished."
+        ) % {"id": job.pk, "database": database, "started": job.started_at or job.created_at}
     return _("Another backup or restore of database %(database)r is running; try again when it has finished.") % {
         "database": database
     }
 
-def _fail_stale_jobs(database: str) -> None:
-    """Mark jobs left RUNNING by a process that died; only call while holding the database's lock."""
+
+def _fail_stale_jobs(database: str, *, current_restore: Restore | None = None) -> None:
+    """Mark jobs left RUNNING by a process that died; only call while holding the database's lock.
+
+    `current_restore` is the RUNNING record (made by the admin) of the restore about to run.
+    """
     now = timezone.now()
     reason = _("The process running this job stopped before it finished (killed or crashed).")
     running_jobs(database).update(status=BackupStatus.FAILED, finished_at=now, error=reason)
-    Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).update(
-        status=RestoreStatus.FAILED, finished_at=now, error=reason
-    )
+    stale_restores = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING)
+    if current_restore is not None and current_restore.pk:
+        stale_restores = stale_restores.exclude(pk=current_restore.pk)
+    stale_restores.update(status=RestoreStatus.FAILED, finished_at=now, error=reason)
+
 
 def fail_stale_jobs() -> int:
     """Find RUNNING jobs whose database lock is free (so nobody is running them) and mark them FAILED."""

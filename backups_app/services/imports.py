@@ -19,13 +19,16 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         name = name.removesuffix(archives.MANIFEST_SUFFIX)
     existing = BackupJob.objects.filter(file_name=name).first()
     if existing:
-        raise BackupError(_("%(name)s is already in the catalog as backup #%(id)s.") % {"name": name, "id": existing.pk})
+        raise BackupError(
+            _("%(name)s is already in the catalog as backup #%(id)s.") % {"name": name, "id": existing.pk}
+        )
     digest, size = archives.checksum(name)
     manifest_name = name + archives.MANIFEST_SUFFIX
     manifest = archives.read_manifest(manifest_name) if archives.backup_storage().exists(manifest_name) else {}
     if manifest and (manifest.get("sha256") != digest or manifest.get("size") != size):
         raise BackupError(
-            _("%(name)s does not match its manifest's checksum; the archive or the manifest was changed.") % {"name": name}
+            _("%(name)s does not match its manifest's checksum; the archive or the manifest was changed.")
+            % {"name": name}
         )
     with archives.backup_storage().open(name, "rb") as raw:
         header = raw.read(16)
@@ -63,6 +66,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
     if not manifest:
         archives.write_manifest(name, _manifest(job))
     return job
+
 
 def import_scan(*, acting_user=None) -> tuple[list[BackupJob], list[str]]:
     """Register every archive whose manifest lies in the storage and is not in the catalog yet.

@@ -13,7 +13,7 @@ from ..errors import BackupError, DatabaseBusy
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
-from .catalog import _verify_archive
+from .catalog import checksum_problem
 from .common import _busy_message, _fail_stale_jobs, _process_fields, _user_fields
 
 
@@ -28,6 +28,7 @@ def _catalog_tables() -> list[KeptTable]:
         }
         tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs))
     return tables
+
 
 def restore_backup(
     *,
@@ -53,13 +54,15 @@ def restore_backup(
     engine = get_engine(database)
     if backup.engine != engine.name:
         raise BackupError(
-            _("Backup #%(id)s is a %(archive)s archive and database %(database)r is %(engine)s; restore it into a "
-              "%(archive)s database.")
+            _(
+                "Backup #%(id)s is a %(archive)s archive and database %(database)r is %(engine)s; restore it into a "
+                "%(archive)s database."
+            )
             % {"id": backup.pk, "archive": backup.engine, "database": database, "engine": engine.name}
         )
     try:
         with engine.lock():
-            _fail_stale_jobs(database)
+            _fail_stale_jobs(database, current_restore=restore)
             if restore is None:
                 restore = Restore(backup=backup, database=database, **_user_fields(acting_user))
             restore.status = RestoreStatus.RUNNING
@@ -73,15 +76,18 @@ def restore_backup(
             _fail_restore(restore, str(error))
         raise error from exc
 
+
 def _fail_restore(restore: Restore, reason: str) -> None:
     restore.status = RestoreStatus.FAILED
     restore.error = reason
     restore.finished_at = timezone.now()
     restore.save(update_fields=["status", "error", "finished_at"])
 
+
 def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
     try:
-        problem = _verify_archive(backup)
+        # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
+        problem = checksum_problem(backup)
         if problem:
             raise BackupError(_("Backup #%(id)s is refused: %(problem)s") % {"id": backup.pk, "problem": problem})
         if safety:
