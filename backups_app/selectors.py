@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber
 from django.utils.translation import gettext as _
 
 from .errors import BackupError
@@ -29,9 +30,9 @@ def running_jobs(database: str | None = None) -> QuerySet[BackupJob]:
 
 
 def latest_successful_per_database() -> dict[str, BackupJob]:
-    usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
-    databases = usable.order_by().values_list("database", flat=True).distinct()
-    return {database: usable.filter(database=database).order_by("-created_at", "-id").first() for database in databases}
+    newest_first = Window(RowNumber(), partition_by=F("database"), order_by=[F("created_at").desc(), F("id").desc()])
+    jobs = BackupJob.objects.filter(status__in=USABLE_STATUSES).annotate(rank=newest_first).filter(rank=1)
+    return {job.database: job for job in jobs}
 
 
 def storage_totals() -> dict:

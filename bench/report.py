@@ -68,6 +68,9 @@ def table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+ADMIN_MAX_QUERIES, ADMIN_MAX_MS, DOWNLOAD_MIN_MB_S = 10, 300, 500
+
+
 def _goal(name: str, value: float, limit: float, unit: str, fmt: str = ".2f", strict: bool = False) -> dict:
     met = value < limit if strict else value <= limit
     margin = limit - value
@@ -79,9 +82,21 @@ def _goal(name: str, value: float, limit: float, unit: str, fmt: str = ".2f", st
     return {"goal": name, "value": value, "limit": limit, "met": met, "text": f"{name}: {detail}: {how}"}
 
 
-def goals(scales: list[dict]) -> list[dict]:
-    """Check the goals of issue 5 against each scale's summary."""
+def goals(scales: list[dict], admin_list: dict | None = None, download: dict | None = None) -> list[dict]:
+    """Check the goals of issue 5 against each scale's summary, the admin list and the download."""
     checks = []
+    if admin_list:
+        label = f"[admin, {admin_list['jobs']} backups]"
+        checks.append(_goal(f"{label} change list queries <= {ADMIN_MAX_QUERIES}", admin_list["queries"],
+                            ADMIN_MAX_QUERIES, "queries", ".0f"))
+        checks.append(_goal(f"{label} change list server time < {ADMIN_MAX_MS} ms", admin_list["median_ms"],
+                            ADMIN_MAX_MS, "ms", ".0f", strict=True))
+    if download:
+        # A floor, not a ceiling.
+        rate = download["summary"]["mb_per_s"]
+        checks.append({"goal": "download", "value": rate, "limit": DOWNLOAD_MIN_MB_S, "met": rate >= DOWNLOAD_MIN_MB_S,
+                       "text": f"download >= {DOWNLOAD_MIN_MB_S} MB/s: {rate:.0f} MB/s: "
+                               + ("met" if rate >= DOWNLOAD_MIN_MB_S else f"MISSED by {DOWNLOAD_MIN_MB_S - rate:.0f} MB/s")})
     peaks = []
     for result in scales:
         s, label = result["summary"], f"[{result['scale_mb']:g} MB]"

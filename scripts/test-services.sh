@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install and start what the test suite needs on a Debian machine: the PostgreSQL server and client
-# tools, Chromium (browser tests through Playwright) and cron (the schedule test).
+# tools, Chromium (browser tests through Playwright), cron (the schedule test) and zstd (the benchmark's
+# raw baseline).
 set -euo pipefail
 
 missing=()
 command -v pg_dump >/dev/null || missing+=(postgresql postgresql-client)
 [ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
 [ -x /usr/sbin/cron ] || missing+=(cron)
+command -v zstd >/dev/null || missing+=(zstd)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "Missing system packages: ${missing[*]}; install them (apt-get install ${missing[*]})." >&2

@@ -31,6 +31,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     date_hierarchy = "created_at"
     search_fields = ["description", "file_name"]
     list_per_page = 50
+    show_full_result_count = False  # one COUNT(*) less on every filtered page
     actions = ["restore_selected", "verify_selected"]
     fieldsets = [
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
@@ -95,9 +96,8 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return live_backup(job, "checksum")
 
     def changelist_view(self, request, extra_context=None):
-        if self.has_view_permission(request):
-            jobs.fail_dead_jobs()
-            jobs.log_finished_restores()
+        # Dead jobs are found by the status endpoint that console.js polls while a job is active,
+        # so that the list itself costs the same few queries whatever the size of the catalog.
         extra_context = {
             **(extra_context or {}),
             "stats": stats_panel(),
