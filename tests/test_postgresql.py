@@ -147,3 +147,22 @@ def test_archive_tables_are_read_from_the_archive(pagila):
     tables = services.archive_tables(backup=job)
     assert {"public.film", "public.payment", "public.payment_p2022_01", "public.actor"} <= set(tables)
     assert len(tables) == int(psql(pagila, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+
+
+def test_archive_that_ends_early_during_the_restore_commits_nothing(pagila, backup_dir):
+    """An archive cut short whose catalog checksum was made to match (so it gets past the check):
+    pg_restore fails part-way through the data, after psql has run the drops and loaded tables."""
+    import hashlib
+
+    job = services.create_backup(database=pagila, compression="none")
+    path = backup_dir / job.file_name
+    path.write_bytes(path.read_bytes()[: int(job.size_bytes * 0.8)])
+    data = path.read_bytes()
+    BackupJob.objects.filter(pk=job.pk).update(size_bytes=len(data), checksum_sha256=hashlib.sha256(data).hexdigest())
+    psql(pagila, "UPDATE film SET title = lower(title) WHERE film_id < 50; CREATE TABLE created_after (id int)")
+    before = fingerprint(pagila)
+
+    with pytest.raises(BackupError, match="pg_restore could not read the archive"):
+        services.restore_backup(backup=job.pk, safety_backup=False)
+
+    assert fingerprint(pagila) == before

@@ -1,9 +1,10 @@
 """PostgreSQL: `pg_dump` custom format out, `pg_restore` + `psql` in one transaction back.
 
 The restore replaces the whole content of the database in a single transaction: it drops every
-user schema and large object, then runs the archive's SQL (from `pg_restore --file=-`) and puts
-back the kept tables' rows before the final COMMIT. Any error, or a pg_restore that did not finish,
-means no COMMIT is ever sent, so PostgreSQL rolls everything back and the database is as before.
+user schema and large object, then runs the archive's SQL (`pg_restore --file=-` piped into psql)
+and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
+finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything back
+and the database is as before.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
+import tempfile
 import threading
 from typing import BinaryIO, Iterator
 
@@ -22,13 +25,11 @@ from django.db.backends.postgresql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import CHUNK_SIZE, Engine, KeptTable, ServerInfo, copy_stream, tool_process
+from . import Engine, KeptTable, ServerInfo, copy_stream, tool_process
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
 LOCK_KEY = (0x6261636B, 0x7570)
-# pg_restore's closing "COMMIT;" sits in the last few hundred bytes of its script.
-TAIL_BYTES = 256 * 1024
 
 
 def first_error_line(stderr: str) -> str:
@@ -164,6 +165,8 @@ class PostgreSQLEngine(Engine):
             # No one may add a catalog row between this copy and the COMMIT, or it would be lost.
             sql.append(f"LOCK TABLE {qualified} IN EXCLUSIVE MODE;")
             sql.append(f"CREATE TEMP TABLE {copy.split('.')[1]} ON COMMIT DROP AS SELECT * FROM {qualified};")
+        if plan:
+            sql += self._put_back_function(plan)
         sql += [
             "DO $$ DECLARE s name; BEGIN FOR s IN SELECT nspname FROM pg_namespace "
             "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
@@ -176,88 +179,85 @@ class PostgreSQLEngine(Engine):
         ]
         return ("\n".join(sql) + "\n").encode()
 
-    def _epilogue(self, plan) -> bytes:
-        sql = []
+    def _put_back_function(self, plan) -> list[str]:
+        """Return SQL that puts the kept tables' rows back at COMMIT, after pg_restore's whole script.
+
+        A deferred constraint trigger runs inside the COMMIT that ends pg_restore's script: if it
+        fails (the archive lacks the catalog tables, say), the COMMIT fails and everything rolls back.
+        """
+        body = []
         for table, qualified, copy in plan:
             missing = _(
                 "The archive has no table %(table)s, so restoring it would erase the backup catalog; "
                 "restore it into another database."
             ) % {"table": table.name}
-            sql.append(
-                f"DO $$ DECLARE cols text; BEGIN "
+            body += [
                 f"IF to_regclass({quote_literal(qualified)}) IS NULL THEN "
-                f"RAISE EXCEPTION '%', {quote_literal(missing)}; END IF; "
-                f"SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols FROM pg_attribute "
+                f"RAISE EXCEPTION '%', {quote_literal(missing)}; END IF;",
+                # The archive's version of the table may have fewer or more columns: copy the shared ones.
+                "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols FROM pg_attribute "
                 f"WHERE attrelid = {quote_literal(qualified)}::regclass AND attnum > 0 AND NOT attisdropped "
                 f"AND attname IN (SELECT attname FROM pg_attribute WHERE attrelid = {quote_literal(copy)}::regclass "
-                f"AND attnum > 0 AND NOT attisdropped); "
-                f"EXECUTE {quote_literal(f'DELETE FROM {qualified}')}; "
-                f"EXECUTE format('INSERT INTO {qualified.replace(chr(39), chr(39) * 2)} (%s) SELECT %s FROM {copy}', cols, cols); "
-                f"END $$;"
-            )
+                "AND attnum > 0 AND NOT attisdropped);",
+                f"EXECUTE {quote_literal(f'DELETE FROM {qualified}')};",
+                f"EXECUTE format({quote_literal(f'INSERT INTO {qualified} (%s) SELECT %s FROM {copy}')}, cols, cols);",
+            ]
             for column, (ref_table, ref_column) in table.outside_refs.items():
                 col, ref_col = quote_ident(column), quote_ident(ref_column)
-                sql.append(
+                update = (
                     f"UPDATE {qualified} SET {col} = NULL WHERE {col} IS NOT NULL AND NOT EXISTS "
-                    f"(SELECT 1 FROM {quote_ident(ref_table)} r WHERE r.{ref_col} = {qualified}.{col});"
+                    f"(SELECT 1 FROM {quote_ident(ref_table)} r WHERE r.{ref_col} = {qualified}.{col})"
                 )
+                body.append(f"EXECUTE {quote_literal(update)};")
             pk = quote_ident(table.pk_column)
-            sql.append(
+            reset = (
                 f"SELECT setval(pg_get_serial_sequence({quote_literal(qualified)}, {quote_literal(table.pk_column)}), "
-                f"COALESCE(max({pk}), 0) + 1, false) FROM {qualified};"
+                f"COALESCE(max({pk}), 0) + 1, false) FROM {qualified}"
             )
-        # pg_restore's script empties search_path; the kept tables' references are resolved with the
-        # session's usual one.
-        return ("RESET search_path;\n" + "\n".join(sql) + "\n").encode() if sql else b""
+            body.append(f"EXECUTE {quote_literal(reset)};")
+        return [
+            # SET search_path FROM CURRENT: the session's usual path, not the empty one pg_restore sets.
+            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql "
+            "SET search_path FROM CURRENT AS $put_back$ DECLARE cols text; BEGIN "
+            + " ".join(body)
+            + " RETURN NULL; END $put_back$;",
+            "CREATE TEMP TABLE backups_commit_hook (id int) ON COMMIT DROP;",
+            "CREATE CONSTRAINT TRIGGER backups_put_back AFTER INSERT ON pg_temp.backups_commit_hook "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.backups_put_back();",
+            "INSERT INTO pg_temp.backups_commit_hook VALUES (1);",
+        ]
 
     def restore(
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
         plan = self._keep_plan(keep)
-        prelude = self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions)
-        epilogue = self._epilogue(plan)
-        psql_args, env = self._command("psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--file=-"])
         feed_errors: list[BaseException] = []
-
-        with (
-            tool_process(
+        with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
+            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
+            prelude.flush()
+            # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
+            # without passing through this process. That script ends with the only COMMIT, which
+            # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
+            # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
+            psql_args, env = self._command(
+                "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
+            )
+            with tool_process(
                 ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            ) as pg_restore,
-            tool_process(psql_args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as psql,
-        ):
-            feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors), daemon=True)
-            feeder.start()
-            try:
-                psql.stdin.write(prelude)
-                held = b""
-                for chunk in iter(lambda: pg_restore.stdout.read(CHUNK_SIZE), b""):
-                    data = held + chunk
-                    psql.stdin.write(data[:-TAIL_BYTES])
-                    held = data[-TAIL_BYTES:]
-                feeder.join()
-                if feed_errors:
-                    raise BackupError(
-                        _("The archive could not be read (%(reason)s); it is corrupt or truncated.")
-                        % {"reason": feed_errors[0]}
-                    ) from feed_errors[0]
-                if pg_restore.wait() != 0:
-                    raise BackupError(
-                        _("pg_restore could not read the archive: %(reason)s.")
-                        % {"reason": first_error_line(pg_restore.stderr_text())}
-                    )
-                commit = held.rfind(b"\nCOMMIT;\n")
-                if commit < 0:
-                    raise BackupError(_("pg_restore's script did not end with COMMIT; nothing was restored."))
-                # Only now does psql receive a COMMIT: the kept rows go back in just before it.
-                psql.stdin.write(held[: commit + 1] + epilogue + held[commit + 1 :])
-                psql.stdin.close()
-            except BrokenPipeError:
-                pass  # psql stopped on an error: its exit status and stderr say which.
-            except BaseException:
-                psql.kill()  # never let psql reach a COMMIT after a failure
-                raise
-            if psql.wait() != 0:
-                raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+            ) as pg_restore:
+                with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
+                    pg_restore.stdout.close()  # psql holds the pipe now
+                    feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors))
+                    feeder.start()
+                    try:
+                        feeder.join()
+                        if pg_restore.wait() != 0 or feed_errors:
+                            self._raise_input_failure(pg_restore, psql, feed_errors, lock_timeout)
+                    except BaseException:
+                        psql.kill()  # end the transaction now, whatever psql has read so far
+                        raise
+                    if psql.wait() != 0:
+                        raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
@@ -286,6 +286,18 @@ class PostgreSQLEngine(Engine):
         finally:
             with contextlib.suppress(OSError):
                 target.close()
+
+    def _raise_input_failure(self, pg_restore, psql, feed_errors, lock_timeout: int) -> None:
+        """Say why pg_restore stopped: psql failed first (the pipe broke), or the archive is unreadable."""
+        stderr = pg_restore.stderr_text()
+        pipe_broke = pg_restore.returncode == -signal.SIGPIPE or "Broken pipe" in stderr
+        if pipe_broke and psql.wait() != 0:
+            raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+        if feed_errors:
+            raise BackupError(
+                _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": feed_errors[0]}
+            ) from feed_errors[0]
+        raise BackupError(_("pg_restore could not read the archive: %(reason)s.") % {"reason": first_error_line(stderr)})
 
     def _restore_failure(self, reason: str, lock_timeout: int) -> str:
         if "lock timeout" in reason:
