@@ -45,7 +45,7 @@ RESTORE_START_GRACE = timedelta(seconds=60)
 
 def log_directory() -> Path:
     """Return the directory of the job processes' log files (BACKUP_JOB_LOG_DIRECTORY, or a temp dir)."""
-    directory = getattr(settings, "BACKUP_JOB_LOG_DIRECTORY", None) or os.path.join(
+    directory = settings.BACKUP_JOB_LOG_DIRECTORY or os.path.join(
         tempfile.gettempdir(), "django-backups-jobs"
     )
     os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -107,6 +107,8 @@ BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=7)
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
 # How long pg_dump and a restore wait for locks held by other sessions before giving up (seconds).
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
+# Where the processes that the admin starts (backups, restores) write their output.
+BACKUP_JOB_LOG_DIRECTORY = env("BACKUP_JOB_LOG_DIRECTORY", default="")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
