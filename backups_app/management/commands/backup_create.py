@@ -18,7 +18,9 @@ class Command(BackupCommand):
             "--trigger", choices=[BackupTrigger.MANUAL, BackupTrigger.SCHEDULED], default=BackupTrigger.MANUAL,
             help="Who started it: manual (default) or scheduled (cron).",
         )
-        parser.add_argument("--job", type=int, help="Run this PENDING job (created by the admin) instead of a new one.")
+        parser.add_argument(
+            "--job", type=int, help="Run this PENDING job (created by the admin or the schedule) instead of a new one."
+        )
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
