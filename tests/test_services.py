@@ -88,12 +88,13 @@ def test_backup_killed_mid_dump_leaves_no_complete_looking_file(pagila, backup_d
     holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
     try:
         child = manage(backup_dir, "backup_create", "--database", pagila)
-        job = wait_for(lambda: BackupJob.objects.filter(status=BackupStatus.RUNNING).first())
         wait_for(lambda: any(p.name.endswith(".partial") for p in (backup_dir / pagila).glob(".*")))
         child.send_signal(signal.SIGKILL)
         child.wait()
     finally:
         holder.release()
+    job = BackupJob.objects.get()
+    assert job.file_name
 
     assert archives.backup_storage().exists(job.file_name) is False
     assert BackupJob.objects.get(pk=job.pk).status == BackupStatus.RUNNING  # nobody could say otherwise yet
