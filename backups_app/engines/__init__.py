@@ -115,6 +115,11 @@ def engine_for_archive(header: bytes) -> str | None:
     return None
 
 
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier the same way for PostgreSQL and SQLite."""
+    return '"%s"' % name.replace('"', '""')
+
+
 def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
     for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
         target.write(chunk)

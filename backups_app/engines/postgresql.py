@@ -25,7 +25,7 @@ from django.db.backends.postgresql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream, tool_process
+from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
@@ -41,10 +41,6 @@ def first_error_line(stderr: str) -> str:
             if match:
                 return match.group(1).strip()
     return lines[0] if lines else _("no error message")
-
-
-def quote_ident(name: str) -> str:
-    return '"%s"' % name.replace('"', '""')
 
 
 def quote_literal(value: str) -> str:

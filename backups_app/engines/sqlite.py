@@ -19,11 +19,7 @@ from typing import BinaryIO, Iterator
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream
-
-
-def quote_ident(name: str) -> str:
-    return '"%s"' % name.replace('"', '""')
+from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident
 
 
 class SQLiteEngine(Engine):
