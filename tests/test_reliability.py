@@ -1,6 +1,8 @@
 """Issue 6 guarantees not proven elsewhere: CSRF, bad ids in URLs, secrets in pages, bad settings,
 and a restore of the application's own database while the admin is being used."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -14,7 +16,7 @@ from django.urls import reverse
 from backups_app import services
 from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
 
-from .conftest import psql
+from .conftest import ROOT, psql
 
 
 def url(name, *args):
@@ -118,3 +120,15 @@ def test_restore_of_the_application_database_while_the_admin_is_used(admin_user)
     assert Restore.objects.get(pk=restore.pk).status == RestoreStatus.COMPLETED
     assert BackupJob.objects.filter(pk__in=[backup.pk, restore.safety_backup.pk]).count() == 2
     assert client.get(url("changelist")).status_code == 200
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    # Empty, not absent: a developer's .env (read without overriding the environment) must not fill it in.
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "DJANGO_SECRET_KEY is not set: set it in the environment or .env" in result.stderr
+    env["DJANGO_SECRET_KEY"] = "a-real-secret-for-this-test"
+    assert subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True).returncode == 0
