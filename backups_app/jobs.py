@@ -94,18 +94,8 @@ def start_backup(*, database: str, description: str, compression: str, acting_us
 
 
 def _start_backup_process(job: BackupJob) -> None:
-    try:
-        pid = _spawn(["backup_create", "--job", str(job.pk)], log_path("backup", job.pk))
-    except OSError as exc:
-        BackupJob.objects.filter(pk=job.pk, status=BackupStatus.PENDING).update(
-            status=BackupStatus.FAILED,
-            finished_at=timezone.now(),
-            error=_("The backup process could not be started: %(reason)s.") % {"reason": exc},
-        )
-        return
-    # Only these two fields: the process may already be writing the rest of the row.
-    BackupJob.objects.filter(pk=job.pk).update(pid=pid, hostname=socket.gethostname())
-    job.pid, job.hostname = pid, socket.gethostname()
+    _start_process(job, ["backup_create", "--job", str(job.pk)], log_path("backup", job.pk),
+                   BackupStatus.PENDING, _("The backup process could not be started: %(reason)s."))
 
 
 def start_restore(
@@ -129,17 +119,22 @@ def start_restore(
 
 
 def _start_restore_process(restore: Restore, args: list[str]) -> None:
+    _start_process(restore, args, log_path("restore", restore.pk),
+                   RestoreStatus.RUNNING, _("The restore process could not be started: %(reason)s."))
+
+
+def _start_process(record: BackupJob | Restore, args: list[str], log_file: Path, waiting: str, failure: str) -> None:
+    """Start the detached process of a recorded job; if it cannot start, the record says why."""
+    records = type(record).objects.filter(pk=record.pk)
+    failed = BackupStatus.FAILED if isinstance(record, BackupJob) else RestoreStatus.FAILED
     try:
-        pid = _spawn(args, log_path("restore", restore.pk))
+        pid = _spawn(args, log_file)
     except OSError as exc:
-        Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
-            status=RestoreStatus.FAILED,
-            finished_at=timezone.now(),
-            error=_("The restore process could not be started: %(reason)s.") % {"reason": exc},
-        )
+        records.filter(status=waiting).update(status=failed, finished_at=timezone.now(), error=failure % {"reason": exc})
         return
-    Restore.objects.filter(pk=restore.pk).update(pid=pid, hostname=socket.gethostname())
-    restore.pid, restore.hostname = pid, socket.gethostname()
+    # Only these two fields: the process may already be writing the rest of the row.
+    records.update(pid=pid, hostname=socket.gethostname())
+    record.pid, record.hostname = pid, socket.gethostname()
 
 
 def process_state(hostname: str, pid: int | None) -> bool | None:
