@@ -130,7 +130,8 @@ def _start_process(record: BackupJob | Restore, args: list[str], log_file: Path,
     try:
         pid = _spawn(args, log_file)
     except OSError as exc:
-        records.filter(status=waiting).update(status=failed, finished_at=timezone.now(), error=failure % {"reason": exc})
+        error = failure % {"reason": exc}
+        records.filter(status=waiting).update(status=failed, finished_at=timezone.now(), error=error)
         return
     # Only these two fields: the process may already be writing the rest of the row.
     records.update(pid=pid, hostname=socket.gethostname())
