@@ -68,6 +68,16 @@ def pagila(pagila_template):
     return "target"
 
 
+@pytest.fixture
+def old_pg_dump(monkeypatch, tmp_path):
+    """Return a function that puts first on PATH a stand-in `pg_dump` reporting version 12: only one
+    PostgreSQL version is installed here, and the version check reads nothing but `pg_dump --version`."""
+    fake = tmp_path / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
+    fake.chmod(0o755)
+    return lambda: monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
 def fingerprint(alias: str) -> dict:
     """Describe a PostgreSQL database's content: schema, every table's rows, sequences, large objects."""
     tables = psql(alias, """

@@ -128,13 +128,8 @@ def test_missing_pg_dump_fails_the_job_with_one_sentence(pagila, monkeypatch, tm
     assert job.status == BackupStatus.FAILED and "pg_dump is not installed" in job.error
 
 
-def test_pg_dump_older_than_the_server_is_refused(pagila, monkeypatch, tmp_path):
-    """Only one PostgreSQL version is installed here, so an old pg_dump is a stand-in script that
-    reports version 12 (the check reads `pg_dump --version`, which is all it needs)."""
-    fake = tmp_path / "pg_dump"
-    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+def test_pg_dump_older_than_the_server_is_refused(pagila, old_pg_dump):
+    old_pg_dump()
     with pytest.raises(CommandError, match=r"pg_dump 12 is older than the PostgreSQL 15\.\S+ server"):
         run("backup_create", "--database", pagila)
     assert BackupJob.objects.get().status == BackupStatus.FAILED

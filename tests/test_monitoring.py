@@ -99,13 +99,9 @@ def test_missing_pg_dump_is_critical(monkeypatch, tmp_path):
     assert "default: cannot be backed up: pg_dump is not installed or not on PATH" in out
 
 
-def test_pg_dump_older_than_the_server_is_critical(monkeypatch, tmp_path):
-    """A stand-in `pg_dump` that reports version 12: an old client cannot be installed beside the real one here."""
+def test_pg_dump_older_than_the_server_is_critical(old_pg_dump):
     backed_up()
-    fake = tmp_path / "pg_dump"
-    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    old_pg_dump()
     code, out = check()
     assert code == 2
     assert "default: cannot be backed up: pg_dump 12 is older than the PostgreSQL" in out
