@@ -48,20 +48,20 @@ def check_schedule_settings(app_configs, **kwargs):
 
     errors = []
     for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011")):
-        value = getattr(settings, name, "")
+        value = getattr(settings, name)
         if not value:
             continue  # empty: that job is not scheduled
         try:
             validate_cron_expression(value)
         except ValueError as exc:
             errors.append(Error(_("%(name)s is invalid: %(reason)s") % {"name": name, "reason": exc}, id=check_id))
-    max_age = getattr(settings, "BACKUP_MAX_AGE_HOURS", 26)
+    max_age = settings.BACKUP_MAX_AGE_HOURS
     if max_age <= 0:
         errors.append(Error(
             _("BACKUP_MAX_AGE_HOURS is %(value)s; it must be a positive number of hours.") % {"value": max_age},
             id="backups_app.E012",
         ))
-    unknown = [alias for alias in getattr(settings, "BACKUP_DATABASES", []) if alias not in settings.DATABASES]
+    unknown = [alias for alias in settings.BACKUP_DATABASES if alias not in settings.DATABASES]
     if unknown:
         errors.append(Error(
             _("BACKUP_DATABASES names %(unknown)s, which DATABASES does not configure (configured: %(known)s).")
