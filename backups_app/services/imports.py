@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.management.color import no_style
+from django.db import connections, router
 from django.utils.translation import gettext as _
 
 from .. import archives
@@ -56,6 +58,8 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
     if isinstance(manifest_id, int) and not BackupJob.objects.filter(pk=manifest_id).exists():
         job.pk = manifest_id  # the id it had before the catalog was lost
     job.save()
+    if job.pk == manifest_id:
+        _move_ids_past_imported_ones()
     if manifest.get("created"):
         BackupJob.objects.filter(pk=job.pk).update(
             created_at=manifest["created"], started_at=manifest["created"], finished_at=manifest.get("finished")
@@ -66,6 +70,19 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
     if not manifest:
         archives.write_manifest(name, _manifest(job))
     return job
+
+
+def _move_ids_past_imported_ones() -> None:
+    """Make the catalog's next new id larger than every imported one.
+
+    PostgreSQL's identity sequence does not move when a row is inserted with an explicit id, so
+    the next backup would collide with an imported one; SQLite and MySQL move theirs by themselves
+    (and return no SQL here).
+    """
+    connection = connections[router.db_for_write(BackupJob)]
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), [BackupJob]):
+            cursor.execute(sql)
 
 
 def import_scan(*, acting_user=None) -> tuple[list[BackupJob], list[str]]:
