@@ -83,6 +83,7 @@ HEALTH_CHECK_IDS = {
     "catalog_unreadable": (Error, "backups_app.E025"),
     "never_backed_up": (Warning, "backups_app.W020"),
     "storage_low": (Warning, "backups_app.W021"),
+    "dated_in_the_future": (Warning, "backups_app.W022"),
 }
 
 

@@ -1,13 +1,13 @@
 """Run backups and restores outside the web request, in a detached `manage.py` process.
 
-The admin records the job first (a PENDING BackupJob, or a RUNNING Restore), then starts
+The admin records the job first (a PENDING BackupJob or Restore), then starts
 `manage.py backup_create --job ID` or `manage.py backup_restore ... --restore ID` in a new session:
 the process survives the request ending and a restart of the web worker. Its output goes to a
 log file named after the job, whose last line becomes the reason when the process dies early.
 
 A job whose process died is found by `fail_dead_jobs()`: by its process id on this host, by the
-core's lock test (`services.fail_stale_jobs`) elsewhere, and by a start-up timeout for a PENDING
-job that no process ever picked up.
+core's lock test (`services.fail_stale_jobs`, for RUNNING jobs) elsewhere, and by a start-up timeout
+for a PENDING job that no process ever picked up.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 # A PENDING job is picked up within a second or two; after this long nobody will pick it up.
 START_TIMEOUT = timedelta(seconds=120)
-# While a just-started restore process has not taken the database lock yet, the lock test of
-# services.fail_stale_jobs() would wrongly call it dead.
-RESTORE_START_GRACE = timedelta(seconds=60)
 
 
 def log_directory() -> Path:
@@ -101,11 +98,11 @@ def _start_backup_process(job: BackupJob) -> None:
 def start_restore(
     *, backup: BackupJob, database: str, safety_backup: bool, terminate_sessions: bool, acting_user
 ) -> Restore:
-    """Record a RUNNING restore and start a detached process that runs it; return the record at once."""
+    """Record a PENDING restore and start a detached process that runs it; return the record at once."""
     restore = Restore.objects.create(
         backup=backup,
         database=database,
-        status=RestoreStatus.RUNNING,
+        status=RestoreStatus.PENDING,
         requested_by=acting_user,
         requested_by_name=acting_user.get_username(),
     )
@@ -120,7 +117,7 @@ def start_restore(
 
 def _start_restore_process(restore: Restore, args: list[str]) -> None:
     _start_process(restore, args, log_path("restore", restore.pk),
-                   RestoreStatus.RUNNING, _("The restore process could not be started: %(reason)s."))
+                   RestoreStatus.PENDING, _("The restore process could not be started: %(reason)s."))
 
 
 def _start_process(record: BackupJob | Restore, args: list[str], log_file: Path, waiting: str, failure: str) -> None:
@@ -180,30 +177,27 @@ def fail_dead_jobs() -> int:
     """Mark as FAILED, with a reason, every backup and restore whose process is gone; return how many."""
     now = timezone.now()
     failed = 0
-    for job in BackupJob.objects.filter(status__in=[BackupStatus.PENDING, BackupStatus.RUNNING]):
-        alive = process_state(job.hostname, job.pid)
-        pending = job.status == BackupStatus.PENDING
-        if alive is False:
-            reason = _dead_reason("backup", job.pk, started=not pending)
-        elif alive is None and pending and job.created_at < now - START_TIMEOUT:
-            reason = _("No process picked this backup up within %(seconds)s seconds.") % {
-                "seconds": int(START_TIMEOUT.total_seconds())
-            }
-        else:
-            continue
-        failed += BackupJob.objects.filter(pk=job.pk, status=job.status).update(
-            status=BackupStatus.FAILED, finished_at=now, error=reason
-        )
-    for restore in Restore.objects.filter(status=RestoreStatus.RUNNING):
-        if process_state(restore.hostname, restore.pid) is False:
-            failed += Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).update(
-                status=RestoreStatus.FAILED, finished_at=now, error=_dead_reason("restore", restore.pk, started=True)
+    kinds = [
+        ("backup", BackupJob, BackupStatus, "created_at"),
+        ("restore", Restore, RestoreStatus, "started_at"),  # a restore's started_at is when it was asked for
+    ]
+    for kind, model, statuses, asked_at in kinds:
+        for record in model.objects.filter(status__in=[statuses.PENDING, statuses.RUNNING]):
+            alive = process_state(record.hostname, record.pid)
+            pending = record.status == statuses.PENDING
+            if alive is False:
+                reason = _dead_reason(kind, record.pk, started=not pending)
+            elif alive is None and pending and getattr(record, asked_at) < now - START_TIMEOUT:
+                reason = _("No process picked this job up within %(seconds)s seconds.") % {
+                    "seconds": int(START_TIMEOUT.total_seconds())
+                }
+            else:
+                continue
+            failed += model.objects.filter(pk=record.pk, status=record.status).update(
+                status=statuses.FAILED, finished_at=now, error=reason
             )
-    # Jobs of other hosts: the core's lock test, unless a restore that is just starting would be
-    # taken for dead before its process takes the lock.
-    starting = Restore.objects.filter(status=RestoreStatus.RUNNING, started_at__gt=now - RESTORE_START_GRACE)
-    if not starting.exists():
-        failed += services.fail_stale_jobs()
+    # RUNNING jobs of other hosts: the core's lock test (a RUNNING job's process holds the lock).
+    failed += services.fail_stale_jobs()
     return failed
 
 
@@ -218,7 +212,7 @@ def log_finished_restores(restores=None) -> list[Restore]:
     content_type = ContentType.objects.get_for_model(Restore)
     logged = LogEntry.objects.filter(content_type=content_type, object_id=OuterRef("pk_text"))
     candidates = (
-        restores.exclude(status=RestoreStatus.RUNNING)
+        restores.exclude(status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING])
         .filter(requested_by__isnull=False)
         .annotate(pk_text=Cast("pk", CharField()))
         .exclude(Exists(logged))
@@ -254,4 +248,6 @@ def restore_message(restore: Restore) -> str:
 def restore_is_running(restore: Restore) -> bool:
     """Return whether a restore still runs: its record says so, or its process has not exited yet
     (the admin's LogEntry waits for the process, whose record is final only when it exits)."""
-    return restore.status == RestoreStatus.RUNNING or bool(process_state(restore.hostname, restore.pid))
+    return restore.status in (RestoreStatus.PENDING, RestoreStatus.RUNNING) or bool(
+        process_state(restore.hostname, restore.pid)
+    )

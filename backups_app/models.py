@@ -80,9 +80,14 @@ class BackupJob(models.Model):
 
 
 class RestoreStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
     RUNNING = "running", _("Running")
     COMPLETED = "completed", _("Completed")
     FAILED = "failed", _("Failed")
+
+
+# A restore that is asked for (its process has not taken the database's lock yet) or runs.
+ACTIVE_RESTORE_STATUSES = (RestoreStatus.PENDING, RestoreStatus.RUNNING)
 
 
 class Restore(models.Model):
@@ -101,7 +106,7 @@ class Restore(models.Model):
     )
     database = models.CharField(_("database alias"), max_length=100)
     status = models.CharField(
-        _("status"), max_length=16, choices=RestoreStatus.choices, default=RestoreStatus.RUNNING
+        _("status"), max_length=16, choices=RestoreStatus.choices, default=RestoreStatus.PENDING
     )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL

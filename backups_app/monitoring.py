@@ -29,7 +29,7 @@ from .errors import BackupError
 from .jobs import fail_dead_jobs, process_state
 from .models import USABLE_STATUSES, BackupJob, BackupStatus
 from .schedule import scheduled_databases
-from .selectors import running_jobs
+from .selectors import dated_in_the_future, finished_newest_first, running_jobs
 
 
 class Level(IntEnum):
@@ -51,6 +51,7 @@ UNAVAILABLE = "cannot_back_up"
 CATALOG = "catalog_unreadable"
 STORAGE = "storage_not_writable"
 STORAGE_LOW = "storage_low"
+FUTURE = "dated_in_the_future"
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,20 @@ def check_health(*, fail_dead: bool = False) -> HealthReport:
 
 def _database_state(database: str, now: datetime, max_age: float) -> DatabaseState:
     state = DatabaseState(database)
-    jobs = BackupJob.objects.filter(database=database).order_by("-created_at", "-id")
-    state.latest = jobs.filter(status__in=USABLE_STATUSES).first()
-    last = jobs.filter(status__in=[*USABLE_STATUSES, BackupStatus.FAILED]).first()
+    # By when they finished, as recorded; a backup dated in the future is reported, never counted.
+    finished = finished_newest_first(database, now)
+    state.latest = finished.filter(status__in=USABLE_STATUSES).first()
+    last = finished.first()
     values = {"database": database, "limit": _number(max_age)}
+    for job in dated_in_the_future(database, now):
+        state.problems.append(Problem(
+            Level.WARNING, FUTURE,
+            _("%(database)s: backup #%(id)s is dated in the future (finished %(finished)s); it does not count as "
+              "the newest backup: check the clock of host %(host)s, or the manifest it was imported from")
+            % {**values, "id": job.pk, "finished": job.finished_at.isoformat(timespec="minutes"),
+               "host": job.hostname or "-"},
+            database,
+        ))
     if state.latest is None:
         state.problems.append(Problem(
             Level.CRITICAL, NEVER, _("%(database)s: no successful backup yet") % values, database))

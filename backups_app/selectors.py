@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db.models import Count, F, Q, QuerySet, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Coalesce, RowNumber
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .errors import BackupError
-from .models import USABLE_STATUSES, BackupJob, BackupStatus
+from .models import ACTIVE_RESTORE_STATUSES, USABLE_STATUSES, BackupJob, BackupStatus, Restore
 
 
 def get_backup(backup: BackupJob | int | str) -> BackupJob:
@@ -29,9 +32,38 @@ def running_jobs(database: str | None = None) -> QuerySet[BackupJob]:
     return jobs.filter(database=database) if database else jobs
 
 
+def restores_in_progress() -> QuerySet[Restore]:
+    """Restores asked for or running: the backups they read must stay."""
+    return Restore.objects.filter(status__in=ACTIVE_RESTORE_STATUSES)
+
+
+# Clocks of the hosts that make backups may differ by this much before a time counts as "in the future".
+CLOCK_SKEW = timedelta(minutes=5)
+# When a backup finished as recorded (a record without that time: when it was created).
+FINISHED = Coalesce("finished_at", "created_at")
+NEWEST_FIRST = [FINISHED.desc(), F("id").desc()]
+
+
+def by_finish_time(now: datetime | None = None) -> QuerySet[BackupJob]:
+    """Backups that finished by now, as recorded (a later time comes from a wrong clock or manifest)."""
+    return BackupJob.objects.alias(finished=FINISHED).filter(finished__lte=(now or timezone.now()) + CLOCK_SKEW)
+
+
+def dated_in_the_future(database: str | None = None, now: datetime | None = None) -> QuerySet[BackupJob]:
+    jobs = BackupJob.objects.alias(finished=FINISHED).filter(finished__gt=(now or timezone.now()) + CLOCK_SKEW)
+    return jobs.filter(database=database) if database else jobs
+
+
+def finished_newest_first(database: str, now: datetime | None = None) -> QuerySet[BackupJob]:
+    """A database's finished backups (usable or failed), by when they finished; none dated in the future."""
+    finished = by_finish_time(now).filter(database=database, status__in=[*USABLE_STATUSES, BackupStatus.FAILED])
+    return finished.order_by(*NEWEST_FIRST)
+
+
 def latest_successful_per_database() -> dict[str, BackupJob]:
-    newest_first = Window(RowNumber(), partition_by=F("database"), order_by=[F("created_at").desc(), F("id").desc()])
-    jobs = BackupJob.objects.filter(status__in=USABLE_STATUSES).annotate(rank=newest_first).filter(rank=1)
+    """Each database's newest usable backup, by when it finished; one dated in the future never counts."""
+    newest_first = Window(RowNumber(), partition_by=F("database"), order_by=NEWEST_FIRST)
+    jobs = by_finish_time().filter(status__in=USABLE_STATUSES).annotate(rank=newest_first).filter(rank=1)
     return {job.database: job for job in jobs}
 
 

@@ -374,12 +374,12 @@ def test_restore_needs_the_database_name_typed_and_one_backup(admin_client, back
 
 
 @SQLITE
-def test_confirmed_restore_records_a_running_restore_and_shows_its_status(admin_client, admin_user, backup):
+def test_confirmed_restore_records_a_pending_restore_and_shows_its_status(admin_client, admin_user, backup):
     response = admin_client.post(url("changelist"), restore_post(
         backup, post="yes", database="sqlite", safety_backup="on", confirm_database="sqlite"))
     restore = Restore.objects.get()
     assert response.status_code == 302 and response["Location"] == url("restore_status", restore.pk)
-    assert (restore.status, restore.backup, restore.database, restore.requested_by) == ("running", backup, "sqlite", admin_user)
+    assert (restore.status, restore.backup, restore.database, restore.requested_by) == ("pending", backup, "sqlite", admin_user)
     assert not restore_log_entries(restore).exists()  # written once it has finished
     page = admin_client.get(response["Location"])
     assert f'data-restore-id="{restore.pk}" data-field="status" data-status="running"' in page.text
@@ -427,7 +427,7 @@ def test_restore_of_the_application_database_is_logged_after_it_finished(admin_c
 def test_a_restore_whose_process_died_is_marked_failed(admin_client, backup):
     finished = subprocess.Popen(["true"])
     finished.wait()
-    restore = Restore.objects.create(backup=backup, database="sqlite", requested_by=None,
+    restore = Restore.objects.create(backup=backup, database="sqlite", requested_by=None, status=RestoreStatus.RUNNING,
                                      hostname=socket.gethostname(), pid=finished.pid)
     data = admin_client.get(url("status"), {"restores": restore.pk}).json()
     assert data["restores"][0]["status"] == "failed"

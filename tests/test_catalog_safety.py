@@ -81,3 +81,184 @@ def test_readme_recovery_procedure_works_on_the_embedded_sqlite_default(tmp_path
     listing = {job["id"]: (job["status"], job["trigger"]) for job in json.loads(run("backup_list", "--json"))}
     assert listing == {1: ("restored", "manual"), 2: ("completed", "manual"), 3: ("completed", "manual"),
                        4: ("completed", "pre_restore_safety")}
+
+
+@pytest.fixture
+def detached_env(monkeypatch, backup_dir):
+    """Let the admin's detached `manage.py` processes use this test's databases and storage."""
+    for name, value in child_env(backup_dir).items():
+        monkeypatch.setenv(name, value)
+
+
+def wait_until_finished(restore, timeout=90):
+    """Follow a restore the way the admin's status page does, until it has finished; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs.fail_dead_jobs()
+        restore.refresh_from_db()
+        if restore.status in (RestoreStatus.COMPLETED, RestoreStatus.FAILED):
+            return restore
+        assert time.monotonic() < deadline, f"restore #{restore.pk} is still {restore.status}"
+        time.sleep(0.2)
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return result
+
+
+def backdate(job, days):
+    BackupJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=days))
+    job.refresh_from_db()
+    return job
+
+
+# 2. Cleanup and delete never take a backup that a restore uses -------------------------------
+
+
+@pytest.mark.parametrize("status", [RestoreStatus.PENDING, RestoreStatus.RUNNING])
+def test_cleanup_skips_and_delete_refuses_a_backup_that_a_restore_uses(pagila, backup_dir, status):
+    old = backdate(services.create_backup(database=pagila), days=30)
+    services.create_backup(database=pagila)  # the newest, kept anyway
+    restore = Restore.objects.create(backup=old, database=pagila, status=status)
+
+    assert old.pk not in [job.pk for job in services.plan_cleanup(retention_days=7).expired]
+    services.cleanup_backups(retention_days=7)
+    assert BackupJob.objects.filter(pk=old.pk).exists() and (backup_dir / old.file_name).exists()
+    with pytest.raises(BackupError, match=rf"^Backup #{old.pk} is being restored \(restore #{restore.pk} into "
+                                          rf"database target\); delete it once that restore has finished\.$"):
+        services.delete_backup(backup=old)
+    assert (backup_dir / old.file_name).exists()
+
+    Restore.objects.filter(pk=restore.pk).update(status=RestoreStatus.COMPLETED)
+    services.cleanup_backups(retention_days=7)
+    assert not BackupJob.objects.filter(pk=old.pk).exists() and not (backup_dir / old.file_name).exists()
+
+
+def test_cleanup_while_a_restore_runs_keeps_its_backup_and_the_restore_succeeds(pagila, backup_dir):
+    from .test_services import LockHolder
+
+    old = backdate(services.create_backup(database=pagila), days=30)
+    services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = 'changed'")
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # the restore waits for it
+    try:
+        child = manage(backup_dir, "backup_restore", str(old.pk), "--no-input", "--no-safety-backup")
+        wait_for(lambda: Restore.objects.filter(status=RestoreStatus.RUNNING).exists())
+        plan = services.cleanup_backups(retention_days=7)
+    finally:
+        holder.release()
+    out, err = child.communicate(timeout=120)
+
+    assert old.pk not in [job.pk for job in plan.expired]
+    assert child.returncode == 0, err
+    assert Restore.objects.get().status == RestoreStatus.COMPLETED
+    assert BackupJob.objects.get(pk=old.pk).status == BackupStatus.RESTORED
+    assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+
+
+# 3. A backup and a restore asked for at the same moment -------------------------------------
+
+
+def test_a_backup_between_the_restore_request_and_its_process_does_not_cancel_it(pagila, detached_env, admin_user):
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = 'changed'")
+    with transaction.atomic():  # the admin's process starts once the request's data is committed
+        restore = jobs.start_restore(backup=backup, database=pagila, safety_backup=False, terminate_sessions=False,
+                                     acting_user=admin_user)
+        other = services.create_backup(database=pagila)  # takes the lock first, finishes first
+
+    restore = wait_until_finished(restore)
+    assert (restore.status, restore.error) == (RestoreStatus.COMPLETED, "")
+    assert BackupJob.objects.get(pk=other.pk).status == BackupStatus.COMPLETED
+    assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+
+
+def test_a_restore_that_loses_the_race_to_a_backup_says_which_backup_was_running(
+    pagila, backup_dir, detached_env, admin_user
+):
+    from .test_services import LockHolder
+
+    backup = services.create_backup(database=pagila)
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # the next backup's pg_dump waits
+    try:
+        dump = manage(backup_dir, "backup_create", "--database", pagila)
+        running = wait_for(lambda: BackupJob.objects.filter(status=BackupStatus.RUNNING).first())
+        restore = jobs.start_restore(backup=backup, database=pagila, safety_backup=False, terminate_sessions=False,
+                                     acting_user=admin_user)
+        restore = wait_until_finished(restore)
+    finally:
+        holder.release()
+    dump.communicate(timeout=120)
+
+    assert restore.status == RestoreStatus.FAILED
+    assert restore.error.startswith(f"Backup #{running.pk} of database 'target' was running")
+    assert "killed" not in restore.error
+    assert BackupJob.objects.get(pk=running.pk).status == BackupStatus.COMPLETED
+
+
+# 4. The catalog's database is recognised whatever alias names it ------------------------------
+
+
+def test_restoring_the_catalog_database_through_a_second_alias_keeps_the_catalog(backup_dir):
+    old = services.create_backup(database="default")
+    newer = services.create_backup(database="default", description="made after")
+    default = connection.settings_dict
+    twin_url = f"postgres://{default['USER']}@localhost:{default['PORT'] or 5432}/{default['NAME']}"
+    if default.get("PASSWORD"):
+        twin_url = twin_url.replace("@", f":{default['PASSWORD']}@", 1)
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "backup_restore", str(old.pk), "--database", "twin", "--no-input",
+         "--no-safety-backup"],
+        env={**child_env(backup_dir), "DATABASE_URL_TWIN": twin_url}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    connection.close()
+    assert BackupJob.objects.filter(pk=newer.pk, description="made after").exists()
+    assert Restore.objects.get().status == RestoreStatus.COMPLETED
+
+
+def test_an_archive_without_the_catalog_is_refused_before_any_safety_backup(pagila):
+    other = services.create_backup(database=pagila)  # pagila has no catalog tables
+    count = BackupJob.objects.count()
+
+    with pytest.raises(BackupError, match=rf"^Backup #{other.pk} has no table backups_app_backupjob, so restoring it "
+                                          r"into database 'default' would erase the backup catalog"):
+        services.restore_backup(backup=other, database="default")
+    assert BackupJob.objects.count() == count  # no safety backup was taken
+
+
+# 5. Backups dated in the future -------------------------------------------------------------
+
+
+def test_a_backup_dated_in_the_future_never_displaces_real_ones(pagila, backup_dir, settings):
+    settings.BACKUP_DATABASES = [pagila]
+    older = backdate(services.create_backup(database=pagila), days=10)
+    newest_real = backdate(services.create_backup(database=pagila), days=9)
+    failed = BackupJob.objects.create(database=pagila, engine="postgresql", status=BackupStatus.FAILED,
+                                      compression="zstd", error="pg_dump failed: disk on fire.",
+                                      finished_at=timezone.now())
+    future = timezone.now() + timedelta(days=365)
+    forged = BackupJob.objects.create(database=pagila, engine="postgresql", status=BackupStatus.COMPLETED,
+                                      compression="zstd", file_name="target/forged.pgdump.zst", size_bytes=1,
+                                      started_at=future, finished_at=future)
+    BackupJob.objects.filter(pk=forged.pk).update(created_at=future)
+
+    report = monitoring.check_health()
+    codes = {problem.code: problem for problem in report.problems}
+    assert report.level == monitoring.Level.CRITICAL
+    assert f"last backup #{failed.pk} failed" in codes["last_backup_failed"].message
+    assert codes["stale"]  # the newest real backup is 9 days old
+    assert codes["dated_in_the_future"].level == monitoring.Level.WARNING
+    assert f"backup #{forged.pk} is dated in the future" in codes["dated_in_the_future"].message
+    assert report.databases[pagila].latest.pk == newest_real.pk and report.databases[pagila].age_hours > 0
+
+    services.cleanup_backups(retention_days=7)
+    assert set(BackupJob.objects.values_list("pk", flat=True)) == {newest_real.pk, failed.pk, forged.pk}
+    assert not (backup_dir / older.file_name).exists() and (backup_dir / newest_real.file_name).exists()

@@ -114,7 +114,7 @@ def test_overlapping_run_is_skipped_and_logged_naming_the_running_job(pagila, se
     assert [run.outcome for run in runs] == [schedule.SKIPPED]
     assert schedule.exit_status(runs) == schedule.EXIT_SKIPPED == 75
     assert list(BackupJob.objects.all()) == [running]  # the skip leaves no failed backup behind
-    assert f"Scheduled backup of database 'target' skipped: Backup #{running.pk} of database 'target' is running" in caplog.text
+    assert f"Scheduled backup of database 'target' skipped: Backup #{running.pk} of database 'target' was running" in caplog.text
     assert caplog.records[-1].levelname == "WARNING"
 
 

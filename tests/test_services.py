@@ -62,7 +62,7 @@ def test_second_operation_on_a_database_is_refused_naming_the_running_job(pagila
     running = BackupJob.objects.create(database=pagila, engine="postgresql", status=BackupStatus.RUNNING,
                                        started_at=timezone.now(), compression="zstd")
     with get_engine(pagila).lock():
-        with pytest.raises(BackupError, match=rf"Backup #{running.pk} of database 'target' is running"):
+        with pytest.raises(BackupError, match=rf"Backup #{running.pk} of database 'target' was running"):
             services.create_backup(database=pagila)
     assert BackupJob.objects.count() == 1
 
@@ -74,7 +74,7 @@ def test_five_concurrent_backups_are_serialized_or_refused_and_all_completed_ver
     succeeded = [json.loads(out) for code, out, _err in outcomes if code == 0]
     refused = [err for code, _out, err in outcomes if code != 0]
     assert succeeded, outcomes
-    assert all("is running" in err for err in refused), refused
+    assert all("was running" in err for err in refused), refused
     completed = BackupJob.objects.filter(status=BackupStatus.COMPLETED)
     assert sorted(job.pk for job in completed) == sorted(job["id"] for job in succeeded)
     assert BackupJob.objects.count() == len(succeeded)  # refused requests leave no record

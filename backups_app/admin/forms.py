@@ -25,10 +25,10 @@ def busy_reason(database: str) -> str:
         return _("Backup #%(id)s of database %(database)s is %(status)s; wait until it has finished.") % {
             "id": job.pk, "database": database, "status": job.get_status_display().lower(),
         }
-    restore = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).first()
+    restore = Restore.objects.filter(database=database, status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING]).first()
     if restore:
-        return _("Restore #%(id)s into database %(database)s is running; wait until it has finished.") % {
-            "id": restore.pk, "database": database,
+        return _("Restore #%(id)s into database %(database)s is %(status)s; wait until it has finished.") % {
+            "id": restore.pk, "database": database, "status": restore.get_status_display().lower(),
         }
     return ""
 

@@ -110,7 +110,7 @@ class BackupConsoleViews:
             "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
             "restores": [restore_json(restore, jobs.restore_is_running(restore)) for restore in restores],
             "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
-            or Restore.objects.filter(status=RestoreStatus.RUNNING).exists(),
+            or Restore.objects.filter(status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING]).exists(),
         }
         if request.GET.get("stats"):
             data["stats_html"] = render_to_string(TEMPLATES + "stats_panel.html", {"stats": stats_panel()}, request)

@@ -63,6 +63,10 @@ class Engine:
         """Return the server and tool versions; raise BackupError when a backup cannot run."""
         raise NotImplementedError
 
+    def identity(self) -> tuple:
+        """Return what tells this database apart from every other, whatever alias or address names it."""
+        raise NotImplementedError
+
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the one-operation-at-a-time lock of this database; raise DatabaseBusy at once if taken."""
         raise NotImplementedError

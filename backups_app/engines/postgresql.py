@@ -68,6 +68,20 @@ class PostgreSQLEngine(Engine):
         raw.autocommit = True
         return raw
 
+    def identity(self) -> tuple:
+        # The server instance (its start time) and the database's oid in it: the same whether the
+        # alias reaches it by socket, 127.0.0.1 or a host name.
+        raw = self._connect()
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_postmaster_start_time()::text, oid, datname FROM pg_database "
+                    "WHERE datname = current_database()"
+                )
+                return cursor.fetchone()
+        finally:
+            raw.close()
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         raw = self._connect()

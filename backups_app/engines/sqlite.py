@@ -40,10 +40,14 @@ class SQLiteEngine(Engine):
         os.close(fd)
         return scratch
 
+    def identity(self) -> tuple:
+        return (os.path.realpath(self.path),)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         # flock is held by this process until it closes the file (or dies), across processes on this host.
-        descriptor = os.open(f"{self.path}.backup-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # The resolved path: two aliases (or links) naming one file share one lock.
+        descriptor = os.open(f"{os.path.realpath(self.path)}.backup-lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import BinaryIO
 
 from django.conf import settings
+from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -15,7 +16,14 @@ from .. import archives
 from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
 from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus
-from ..selectors import backup_to_dict, get_backup, latest_successful_per_database, running_jobs, storage_totals
+from ..selectors import (
+    backup_to_dict,
+    get_backup,
+    latest_successful_per_database,
+    restores_in_progress,
+    running_jobs,
+    storage_totals,
+)
 
 
 def checksum_problem(job: BackupJob) -> str:
@@ -82,13 +90,24 @@ def archive_tables(*, backup: BackupJob | int) -> list[str]:
 
 
 def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
-    """Delete a backup's archive, manifest and record together."""
+    """Delete a backup's archive, manifest and record together; refuse one that is in use."""
     backup = get_backup(backup)
-    if backup.status in (BackupStatus.RUNNING,):
-        raise BackupError(_("Backup #%(id)s is still running; wait for it to finish.") % {"id": backup.pk})
-    archives.delete(backup.file_name)
-    archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
-    backup.delete()
+    with transaction.atomic(using=router.db_for_write(BackupJob)):
+        # The row lock makes a restore that is being asked for right now wait (its record's foreign
+        # key needs this row), so the check below sees it.
+        backup = BackupJob.objects.select_for_update().filter(pk=backup.pk).first() or backup
+        if backup.status in (BackupStatus.PENDING, BackupStatus.RUNNING):
+            raise BackupError(_("Backup #%(id)s is still running; wait for it to finish.") % {"id": backup.pk})
+        restore = restores_in_progress().filter(backup=backup).first()
+        if restore:
+            raise BackupError(
+                _("Backup #%(id)s is being restored (restore #%(restore)s into database %(database)s); delete it "
+                  "once that restore has finished.")
+                % {"id": backup.pk, "restore": restore.pk, "database": restore.database}
+            )
+        archives.delete(backup.file_name)
+        archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
+        backup.delete()
 
 
 @dataclass(frozen=True)
@@ -108,9 +127,11 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     if days < 0:
         raise BackupError(_("The retention must be zero or more days, not %(days)s.") % {"days": days})
     cutoff = timezone.now() - timedelta(days=days)
-    usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
-    newest = {job.pk for job in latest_successful_per_database().values()}
-    expired = [job for job in usable.filter(created_at__lt=cutoff) if job.pk not in newest]
+    # Never a database's newest backup, nor one that a restore is about to read or reads.
+    keep = {job.pk for job in latest_successful_per_database().values()}
+    keep |= set(restores_in_progress().values_list("backup_id", flat=True))
+    usable = BackupJob.objects.filter(status__in=USABLE_STATUSES, created_at__lt=cutoff)
+    expired = [job for job in usable if job.pk not in keep]
     failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
     active = {archives.partial_name(name) for name in running_jobs().values_list("file_name", flat=True)}
     leftovers = [
@@ -128,13 +149,25 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
 
 
 def cleanup_backups(*, retention_days: int | None = None, acting_user=None) -> CleanupPlan:
-    """Delete what plan_cleanup() lists; return that plan."""
+    """Delete what plan_cleanup() lists; return what was deleted.
+
+    A backup that a restore started to use since the plan was made is kept (delete_backup refuses it).
+    """
     plan = plan_cleanup(retention_days=retention_days)
+    kept = set()
     for job in plan.expired + plan.failed:
-        delete_backup(backup=job, acting_user=acting_user)
+        try:
+            delete_backup(backup=job.pk, acting_user=acting_user)
+        except BackupError:
+            kept.add(job.pk)
     for name in plan.leftovers:
         archives.delete(name)
-    return plan
+    return CleanupPlan(
+        [job for job in plan.expired if job.pk not in kept],
+        [job for job in plan.failed if job.pk not in kept],
+        plan.leftovers,
+        plan.bytes_freed - sum(job.size_bytes or 0 for job in plan.expired if job.pk in kept),
+    )
 
 
 def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:

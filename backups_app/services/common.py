@@ -25,34 +25,36 @@ def _process_fields() -> dict:
 
 
 def _busy_message(database: str) -> str:
-    job = running_jobs(database).first()
+    """Say which operation holds a database's lock: only a RUNNING record can (a PENDING one waits for it)."""
     restore = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).first()
     if restore:
         return _(
-            "Restore #%(id)s into database %(database)r is running (started %(started)s); try again when it "
+            "Restore #%(id)s into database %(database)r was running (started %(started)s); try again when it "
             "has finished."
         ) % {"id": restore.pk, "database": database, "started": restore.started_at}
+    job = running_jobs(database).first()
     if job:
         return _(
-            "Backup #%(id)s of database %(database)r is running (started %(started)s); try again when it has finished."
+            "Backup #%(id)s of database %(database)r was running (started %(started)s); try again when it has "
+            "finished."
         ) % {"id": job.pk, "database": database, "started": job.started_at or job.created_at}
-    return _("Another backup or restore of database %(database)r is running; try again when it has finished.") % {
+    return _("Another backup or restore of database %(database)r was running; try again when it has finished.") % {
         "database": database
     }
 
 
-def _fail_stale_jobs(database: str, *, current_restore: Restore | None = None) -> None:
+def _fail_stale_jobs(database: str) -> None:
     """Mark jobs left RUNNING by a process that died; only call while holding the database's lock.
 
-    `current_restore` is the RUNNING record (made by the admin) of the restore about to run.
+    A job is RUNNING only while its process holds this lock, so whoever holds it now sees only dead
+    ones. PENDING records (asked for, waiting for their process) are left alone.
     """
     now = timezone.now()
     reason = _("The process running this job stopped before it finished (killed or crashed).")
     running_jobs(database).update(status=BackupStatus.FAILED, finished_at=now, error=reason)
-    stale_restores = Restore.objects.filter(database=database, status=RestoreStatus.RUNNING)
-    if current_restore is not None and current_restore.pk:
-        stale_restores = stale_restores.exclude(pk=current_restore.pk)
-    stale_restores.update(status=RestoreStatus.FAILED, finished_at=now, error=reason)
+    Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).update(
+        status=RestoreStatus.FAILED, finished_at=now, error=reason
+    )
 
 
 def fail_stale_jobs() -> int:

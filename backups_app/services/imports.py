@@ -62,7 +62,8 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         _move_ids_past_imported_ones()
     if manifest.get("created"):
         BackupJob.objects.filter(pk=job.pk).update(
-            created_at=manifest["created"], started_at=manifest["created"], finished_at=manifest.get("finished")
+            created_at=manifest["created"], started_at=manifest["created"],
+            finished_at=manifest.get("finished") or manifest["created"],
         )
     else:
         BackupJob.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import router
+from django.db import connections, router
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -62,7 +62,7 @@ def restore_backup(
         )
     try:
         with engine.lock():
-            _fail_stale_jobs(database, current_restore=restore)
+            _fail_stale_jobs(database)
             if restore is None:
                 restore = Restore(backup=backup, database=database, **_user_fields(acting_user))
             restore.status = RestoreStatus.RUNNING
@@ -84,12 +84,42 @@ def _fail_restore(restore: Restore, reason: str) -> None:
     restore.save(update_fields=["status", "error", "finished_at"])
 
 
+def holds_the_catalog(engine: Engine) -> bool:
+    """Return whether an engine's database is the one that holds the catalog.
+
+    Decided by what the servers say they are (PostgreSQL: the server instance and the database's
+    oid; SQLite: the resolved file), never by alias: two aliases may name one database.
+    """
+    catalog_alias = router.db_for_write(BackupJob)
+    if catalog_alias == engine.alias:
+        return True
+    if connections[catalog_alias].vendor != engine.name:
+        return False
+    return get_engine(catalog_alias).identity() == engine.identity()
+
+
+def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: list[KeptTable]) -> None:
+    """Refuse, before any safety backup is taken, an archive whose restore would erase the catalog."""
+    with archives.backup_storage().open(backup.file_name, "rb") as raw:
+        tables = {name.rsplit(".", 1)[-1] for name in engine.archive_tables(archives.decompressor(raw, backup.compression))}
+    for table in keep:
+        if table.name not in tables:
+            raise BackupError(
+                _("Backup #%(id)s has no table %(table)s, so restoring it into database %(database)r would erase "
+                  "the backup catalog; restore it into another database.")
+                % {"id": backup.pk, "table": table.name, "database": engine.alias}
+            )
+
+
 def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
     try:
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
         problem = checksum_problem(backup)
         if problem:
             raise BackupError(_("Backup #%(id)s is refused: %(problem)s") % {"id": backup.pk, "problem": problem})
+        keep = _catalog_tables() if holds_the_catalog(engine) else []
+        if keep:
+            _check_archive_keeps_the_catalog(engine, backup, keep)
         if safety:
             safety_job = BackupJob(
                 database=restore.database,
@@ -101,7 +131,6 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bo
             )
             restore.safety_backup = _run_backup(engine, safety_job)
             restore.save(update_fields=["safety_backup"])
-        keep = _catalog_tables() if router.db_for_write(BackupJob) == restore.database else []
         with archives.backup_storage().open(backup.file_name, "rb") as raw:
             engine.restore(
                 archives.decompressor(raw, backup.compression),
@@ -118,6 +147,7 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bo
     restore.status = RestoreStatus.COMPLETED
     restore.finished_at = timezone.now()
     restore.save()
+    # An update, not a save: the backup's record may be gone (deleted by hand), the restore still happened.
     BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)
-    backup.refresh_from_db()
+    backup.status = BackupStatus.RESTORED
     return restore

@@ -10,9 +10,9 @@ from ._common import BackupCommand
 
 def get_restore(pk):
     try:
-        return Restore.objects.get(pk=pk, status=RestoreStatus.RUNNING)
+        return Restore.objects.get(pk=pk, status=RestoreStatus.PENDING)
     except Restore.DoesNotExist:
-        raise BackupError(_("There is no running restore record #%(id)s.") % {"id": pk}) from None
+        raise BackupError(_("There is no pending restore record #%(id)s.") % {"id": pk}) from None
 
 
 class Command(BackupCommand):
@@ -35,7 +35,7 @@ class Command(BackupCommand):
         )
         parser.add_argument(
             "--restore", type=int, dest="restore_id",
-            help="Run this RUNNING restore record (created by the admin) instead of recording a new one.",
+            help="Run this PENDING restore record (created by the admin) instead of recording a new one.",
         )
         self.add_json_argument(parser)
 
