@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import services
-from .models import BackupJob, BackupStatus, Restore, RestoreStatus
+from .models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Restore, RestoreStatus
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def log_finished_restores(restores=None) -> list[Restore]:
     content_type = ContentType.objects.get_for_model(Restore)
     logged = LogEntry.objects.filter(content_type=content_type, object_id=OuterRef("pk_text"))
     candidates = (
-        restores.exclude(status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING])
+        restores.exclude(status__in=ACTIVE_RESTORE_STATUSES)
         .filter(requested_by__isnull=False)
         .annotate(pk_text=Cast("pk", CharField()))
         .exclude(Exists(logged))
@@ -248,6 +248,4 @@ def restore_message(restore: Restore) -> str:
 def restore_is_running(restore: Restore) -> bool:
     """Return whether a restore still runs: its record says so, or its process has not exited yet
     (the admin's LogEntry waits for the process, whose record is final only when it exits)."""
-    return restore.status in (RestoreStatus.PENDING, RestoreStatus.RUNNING) or bool(
-        process_state(restore.hostname, restore.pid)
-    )
+    return restore.status in ACTIVE_RESTORE_STATUSES or bool(process_state(restore.hostname, restore.pid))

@@ -203,7 +203,7 @@ def _database_state(database: str, now: datetime, max_age: float) -> DatabaseSta
             Level.WARNING, FUTURE,
             _("%(database)s: backup #%(id)s is dated in the future (finished %(finished)s); it does not count as "
               "the newest backup: check the clock of host %(host)s, or the manifest it was imported from")
-            % {**values, "id": job.pk, "finished": job.finished_at.isoformat(timespec="minutes"),
+            % {**values, "id": job.pk, "finished": (job.finished_at or job.created_at).isoformat(timespec="minutes"),
                "host": job.hostname or "-"},
             database,
         ))

@@ -5,7 +5,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups_app.engines import ENGINES
-from backups_app.models import BackupJob, BackupStatus, Compression, Restore, RestoreStatus
+from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Compression, Restore
 
 
 def database_choices(engine: str | None = None) -> list[tuple[str, str]]:
@@ -25,7 +25,7 @@ def busy_reason(database: str) -> str:
         return _("Backup #%(id)s of database %(database)s is %(status)s; wait until it has finished.") % {
             "id": job.pk, "database": database, "status": job.get_status_display().lower(),
         }
-    restore = Restore.objects.filter(database=database, status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING]).first()
+    restore = Restore.objects.filter(database=database, status__in=ACTIVE_RESTORE_STATUSES).first()
     if restore:
         return _("Restore #%(id)s into database %(database)s is %(status)s; wait until it has finished.") % {
             "id": restore.pk, "database": database, "status": restore.get_status_display().lower(),

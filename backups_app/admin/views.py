@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 
 from backups_app import archives, jobs, services
 from backups_app.errors import BackupError
-from backups_app.models import BackupJob, Restore, RestoreStatus
+from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
 
 from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json
 from .forms import CleanupForm, CreateBackupForm, RestoreForm
@@ -110,7 +110,7 @@ class BackupConsoleViews:
             "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
             "restores": [restore_json(restore, jobs.restore_is_running(restore)) for restore in restores],
             "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
-            or Restore.objects.filter(status__in=[RestoreStatus.PENDING, RestoreStatus.RUNNING]).exists(),
+            or Restore.objects.filter(status__in=ACTIVE_RESTORE_STATUSES).exists(),
         }
         if request.GET.get("stats"):
             data["stats_html"] = render_to_string(TEMPLATES + "stats_panel.html", {"stats": stats_panel()}, request)
