@@ -14,6 +14,14 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+
+def project_path(name: str, default: str) -> Path:
+    """Read a directory from the environment; a relative one is taken from the project's directory, not
+    the current one, so that cron, the web server and a shell all use the same folder."""
+    return BASE_DIR / (env.str(name, default="") or default)
+
+
 # Cron starts jobs with an almost empty environment: DJANGO_ENV_FILE names a file to read settings
 # from (before .env, so it wins over it; the process environment wins over both). See README "Schedules".
 if os.environ.get("DJANGO_ENV_FILE"):
@@ -102,7 +110,7 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # Backups ---------------------------------------------------------------------------------
 
-BACKUP_DIRECTORY = env.path("BACKUP_DIRECTORY", default=BASE_DIR / "backups")
+BACKUP_DIRECTORY = project_path("BACKUP_DIRECTORY", "backups")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=7)
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
 # How long pg_dump and a restore wait for locks held by other sessions before giving up (seconds).
