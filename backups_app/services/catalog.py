@@ -17,6 +17,9 @@ from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus
 from ..selectors import backup_to_dict, get_backup, latest_successful_per_database, running_jobs, storage_totals
 
+# A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
+MAX_RETENTION_DAYS = 36500
+
 
 def checksum_problem(job: BackupJob) -> str:
     """Return what is wrong with a backup's archive file (missing, checksum), or "" when it is intact."""
@@ -105,8 +108,10 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
 
     Failed backups stay for the retention period too, so that monitoring and people see them."""
     days = settings.BACKUP_RETENTION_DAYS if retention_days is None else retention_days
-    if days < 0:
-        raise BackupError(_("The retention must be zero or more days, not %(days)s.") % {"days": days})
+    if not 0 <= days <= MAX_RETENTION_DAYS:
+        raise BackupError(
+            _("The retention must be from 0 to %(max)s days, not %(days)s.") % {"max": MAX_RETENTION_DAYS, "days": days}
+        )
     cutoff = timezone.now() - timedelta(days=days)
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES)
     newest = {job.pk for job in latest_successful_per_database().values()}
