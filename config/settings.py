@@ -115,8 +115,10 @@ BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=7)
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
 # How long pg_dump and a restore wait for locks held by other sessions before giving up (seconds).
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
-# Where the processes that the admin starts (backups, restores) write their output.
-BACKUP_JOB_LOG_DIRECTORY = env("BACKUP_JOB_LOG_DIRECTORY", default="")
+# Where the processes that the admin starts (backups, restores) write their output: a directory of this
+# installation alone (0700), never a shared one such as /tmp, where another user or installation could
+# put files or symlinks.
+BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", "var/job-logs")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
