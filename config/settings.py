@@ -171,6 +171,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # To stderr, which gunicorn, `docker logs` and the cron job's log collect.
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"backups_app": {"handlers": ["console"], "level": env("BACKUP_LOG_LEVEL", default="INFO")}},
+    "loggers": {
+        # Replaces Django's default handlers, which print only with DEBUG on and otherwise mail ADMINS
+        # (not set here): a request that fails with HTTP 500 in production is logged with its traceback.
+        "django": {"handlers": ["console"], "level": "INFO"},
+        "backups_app": {"handlers": ["console"], "level": env("BACKUP_LOG_LEVEL", default="INFO")},
+    },
 }

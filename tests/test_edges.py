@@ -140,3 +140,30 @@ def test_a_symlink_in_place_of_a_job_log_is_not_followed(settings, tmp_path, adm
     assert job.status == BackupStatus.FAILED and job.pid is None
     assert job.error.startswith("The backup process could not be started: [Errno 40] Too many levels of symbolic links")
     assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+# Logging ------------------------------------------------------------------------------------------
+
+def test_with_debug_off_a_server_error_and_a_failed_job_reach_stderr_with_their_traceback(tmp_path):
+    (tmp_path / "failing_urls.py").write_text(
+        "from django.urls import path\n\n\n"
+        "def fail(request):\n    raise RuntimeError('view failed 4711')\n\n\n"
+        "urlpatterns = [path('fail/', fail)]\n"
+    )
+    code = (
+        "import logging\n"
+        "from django.test import Client, override_settings\n"
+        "with override_settings(ROOT_URLCONF='failing_urls'):\n"
+        "    print(Client(raise_request_exception=False).get('/fail/').status_code)\n"
+        # What the schedule does with an unexpected error of a backup (backups_app.schedule).
+        "try:\n    raise OSError('job failed 4712')\n"
+        "except OSError:\n"
+        "    logging.getLogger('backups_app.schedule').exception('Scheduled backup raised an unexpected error.')\n"
+    )
+    result = run_with_production_settings(tmp_path, code, DJANGO_DEBUG="false", DJANGO_ALLOWED_HOSTS="testserver")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "500"
+    request_log, job_log = result.stderr.split("ERROR backups_app.schedule: ")
+    assert "ERROR django.request: Internal Server Error: /fail/\nTraceback (most recent call last):" in request_log
+    assert request_log.count("RuntimeError: view failed 4711") == 1  # logged once
+    assert "Traceback (most recent call last):" in job_log and "OSError: job failed 4712" in job_log
