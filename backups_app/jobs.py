@@ -67,7 +67,7 @@ def log_directory() -> Path:
     elif not stat.S_ISDIR(info.st_mode):
         problem = _("is not a directory")
     elif info.st_uid != os.geteuid():
-        problem = _("belongs to user id %(owner)s, not to this process's %(user)s") % {
+        problem = _("belongs to user id %(owner)s, not to this process's user id %(user)s") % {
             "owner": info.st_uid, "user": os.geteuid()}
     elif info.st_mode & 0o077:
         problem = _("is open to other users (mode %(mode)s)") % {"mode": oct(stat.S_IMODE(info.st_mode))}

@@ -101,7 +101,7 @@ def _owned_by_someone_else(path, tmp_path):
 @pytest.mark.parametrize("prepare, problem", [
     (_symlink_to_a_directory, "is a symbolic link"),
     (_open_to_others, "is open to other users (mode 0o755)"),
-    (_owned_by_someone_else, "belongs to user id 65534, not to this process's"),
+    (_owned_by_someone_else, "belongs to user id 65534, not to this process's user id 0"),
 ])
 def test_a_job_log_directory_others_could_change_is_refused(
     settings, tmp_path, admin_user, django_capture_on_commit_callbacks, prepare, problem
