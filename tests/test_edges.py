@@ -68,7 +68,8 @@ def test_retention_beyond_a_hundred_years_is_one_clear_error_in_command_and_admi
 
 def test_job_logs_default_to_a_private_directory_of_this_installation_not_the_shared_temp_dir(tmp_path):
     result = run_with_production_settings(
-        tmp_path, "from backups_app import jobs\nprint(jobs.log_directory())", TMPDIR=str(tmp_path)
+        tmp_path, "from backups_app import jobs\nprint(jobs.log_directory())",
+        TMPDIR=str(tmp_path), BACKUP_JOB_LOG_DIRECTORY="",  # empty: the default, whatever a local .env says
     )
     assert result.returncode == 0, result.stderr
     directory = ROOT / "var" / "job-logs"
