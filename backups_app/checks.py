@@ -6,7 +6,9 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.utils.translation import gettext as _
 
+from .engines.postgresql import MAX_LOCK_TIMEOUT
 from .models import Compression
+from .services.catalog import MAX_RETENTION_DAYS
 
 
 @register()
@@ -18,15 +20,16 @@ def check_backup_settings(app_configs, **kwargs):
             % {"value": settings.BACKUP_COMPRESSION, "choices": ", ".join(Compression.values)},
             id="backups_app.E001",
         ))
-    if settings.BACKUP_RETENTION_DAYS < 0:
+    if not 0 <= settings.BACKUP_RETENTION_DAYS <= MAX_RETENTION_DAYS:
         errors.append(Error(
-            _("BACKUP_RETENTION_DAYS is %(value)s; it must be zero or more.") % {"value": settings.BACKUP_RETENTION_DAYS},
+            _("BACKUP_RETENTION_DAYS is %(value)s; it must be from 0 to %(max)s days.")
+            % {"value": settings.BACKUP_RETENTION_DAYS, "max": MAX_RETENTION_DAYS},
             id="backups_app.E002",
         ))
-    if settings.BACKUP_LOCK_TIMEOUT <= 0:
+    if not 0 < settings.BACKUP_LOCK_TIMEOUT <= MAX_LOCK_TIMEOUT:
         errors.append(Error(
-            _("BACKUP_LOCK_TIMEOUT is %(value)s; it must be a positive number of seconds.")
-            % {"value": settings.BACKUP_LOCK_TIMEOUT},
+            _("BACKUP_LOCK_TIMEOUT is %(value)s; it must be from 1 to %(max)s seconds (the most PostgreSQL accepts).")
+            % {"value": settings.BACKUP_LOCK_TIMEOUT, "max": MAX_LOCK_TIMEOUT},
             id="backups_app.E003",
         ))
     backup_dir = os.path.realpath(settings.BACKUP_DIRECTORY)

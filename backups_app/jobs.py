@@ -3,7 +3,8 @@
 The admin records the job first (a PENDING BackupJob or Restore), then starts
 `manage.py backup_create --job ID` or `manage.py backup_restore ... --restore ID` in a new session:
 the process survives the request ending and a restart of the web worker. Its output goes to a
-log file named after the job, whose last line becomes the reason when the process dies early.
+log file named after the job, in a directory of this installation only (BACKUP_JOB_LOG_DIRECTORY),
+whose last line becomes the reason when the process dies early.
 
 A job whose process died is found by `fail_dead_jobs()`: by its process id on this host, by the
 core's lock test (`services.fail_stale_jobs`, for RUNNING jobs) elsewhere, and by a start-up timeout
@@ -15,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import services
+from .errors import BackupError
 from .models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Restore, RestoreStatus
 
 logger = logging.getLogger(__name__)
@@ -41,12 +43,37 @@ START_TIMEOUT = timedelta(seconds=120)
 
 
 def log_directory() -> Path:
-    """Return the directory of the job processes' log files (BACKUP_JOB_LOG_DIRECTORY, or a temp dir)."""
-    directory = settings.BACKUP_JOB_LOG_DIRECTORY or os.path.join(
-        tempfile.gettempdir(), "django-backups-jobs"
+    """Return the directory of the job processes' log files (BACKUP_JOB_LOG_DIRECTORY), made 0700 if missing.
+
+    Refuse one that someone else could change: through a symlink, or a file put in it, another user
+    could send a job's output into any file, or write the line that becomes a job's failure reason.
+    """
+    directory = Path(settings.BACKUP_JOB_LOG_DIRECTORY)
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass  # whatever it is, it is checked below
+    except OSError as exc:
+        raise BackupError(
+            _("The job log directory %(directory)s cannot be created (%(reason)s); set BACKUP_JOB_LOG_DIRECTORY "
+              "to a directory this user may write.") % {"directory": directory, "reason": exc.strerror}
+        ) from exc
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        problem = _("is a symbolic link")
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = _("is not a directory")
+    elif info.st_uid != os.geteuid():
+        problem = _("belongs to user id %(owner)s, not to this process's user id %(user)s") % {
+            "owner": info.st_uid, "user": os.geteuid()}
+    elif info.st_mode & 0o077:
+        problem = _("is open to other users (mode %(mode)s)") % {"mode": oct(stat.S_IMODE(info.st_mode))}
+    else:
+        return directory
+    raise BackupError(
+        _("The job log directory %(directory)s %(problem)s; make it a directory of this user with mode 0700, or "
+          "set BACKUP_JOB_LOG_DIRECTORY to another.") % {"directory": directory, "problem": problem}
     )
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return Path(directory)
 
 
 def log_path(kind: str, pk: int) -> Path:
@@ -59,8 +86,11 @@ def _manage_py() -> str:
 
 def _spawn(args: list[str], log_file: Path) -> int:
     """Start `manage.py ARGS` detached from this process; return its pid."""
-    with open(log_file, "ab") as log:
-        os.chmod(log_file, 0o600)
+    # O_NOFOLLOW: a symlink in place of the log file makes the start fail rather than write through
+    # it. O_TRUNC: a job id used again (a new catalog) does not inherit an old job's last line.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    with open(os.open(log_file, flags, 0o600), "wb") as log:
+        os.fchmod(log.fileno(), 0o600)
         process = subprocess.Popen(
             [sys.executable, _manage_py(), *args],
             stdin=subprocess.DEVNULL,
@@ -91,7 +121,7 @@ def start_backup(*, database: str, description: str, compression: str, acting_us
 
 
 def _start_backup_process(job: BackupJob) -> None:
-    _start_process(job, ["backup_create", "--job", str(job.pk)], log_path("backup", job.pk),
+    _start_process(job, ["backup_create", "--job", str(job.pk)], "backup",
                    BackupStatus.PENDING, _("The backup process could not be started: %(reason)s."))
 
 
@@ -116,18 +146,18 @@ def start_restore(
 
 
 def _start_restore_process(restore: Restore, args: list[str]) -> None:
-    _start_process(restore, args, log_path("restore", restore.pk),
+    _start_process(restore, args, "restore",
                    RestoreStatus.PENDING, _("The restore process could not be started: %(reason)s."))
 
 
-def _start_process(record: BackupJob | Restore, args: list[str], log_file: Path, waiting: str, failure: str) -> None:
+def _start_process(record: BackupJob | Restore, args: list[str], kind: str, waiting: str, failure: str) -> None:
     """Start the detached process of a recorded job; if it cannot start, the record says why."""
     records = type(record).objects.filter(pk=record.pk)
     failed = BackupStatus.FAILED if isinstance(record, BackupJob) else RestoreStatus.FAILED
     try:
-        pid = _spawn(args, log_file)
-    except OSError as exc:
-        error = failure % {"reason": exc}
+        pid = _spawn(args, log_path(kind, record.pk))
+    except (BackupError, OSError) as exc:
+        error = failure % {"reason": str(exc).rstrip(".")}
         records.filter(status=waiting).update(status=failed, finished_at=timezone.now(), error=error)
         return
     # Only these two fields: the process may already be writing the rest of the row.
@@ -152,13 +182,13 @@ def process_state(hostname: str, pid: int | None) -> bool | None:
         return True
 
 
-def _last_output(path: Path) -> str:
+def _last_output(kind: str, pk: int) -> str:
     try:
-        with open(path, "rb") as log:
-            log.seek(max(0, os.path.getsize(path) - 4096))
+        with open(os.open(log_path(kind, pk), os.O_RDONLY | os.O_NOFOLLOW), "rb") as log:
+            log.seek(max(0, os.fstat(log.fileno()).st_size - 4096))
             lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
+    except (BackupError, OSError):
+        return ""  # no log, or a log directory not to be trusted (starting a job says why)
     return lines[-1][:500] if lines else ""
 
 
@@ -167,7 +197,7 @@ def _dead_reason(kind: str, pk: int, started: bool) -> str:
         reason = _("The process running this job (on this host) stopped before it finished (killed or crashed).")
     else:
         reason = _("The process started for this job exited before it began.")
-    output = _last_output(log_path(kind, pk))
+    output = _last_output(kind, pk)
     if output:
         reason += " " + _("Its last output: %(output)s") % {"output": output}
     return reason

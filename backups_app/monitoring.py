@@ -6,10 +6,15 @@ failed, when a backup of it was left RUNNING by a process that died, or when it 
 up now (server unreachable, pg_dump missing or older than the server). The storage is CRITICAL
 when a file cannot be written to it, and a WARNING when its free space is less than twice the
 largest newest backup. Levels and exit codes follow the Nagios plugin convention.
+
+/health/ is public and may be called often: its check writes nothing (the storage's permissions are
+read instead of a file being written) and keeps the costly probes (a connection to each database,
+`pg_dump --version`, the storage) in Django's cache for PROBE_CACHE_SECONDS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -18,6 +23,7 @@ from datetime import datetime
 from enum import IntEnum
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db import DatabaseError
 from django.utils import timezone
@@ -52,6 +58,8 @@ CATALOG = "catalog_unreadable"
 STORAGE = "storage_not_writable"
 STORAGE_LOW = "storage_low"
 FUTURE = "dated_in_the_future"
+
+PROBE_CACHE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -165,11 +173,13 @@ def _first_line(error: object) -> str:
     return lines[0] if lines else error.__class__.__name__
 
 
-def check_health(*, fail_dead: bool = False) -> HealthReport:
+def check_health(*, fail_dead: bool = False, light: bool = False) -> HealthReport:
     """Return the health of the scheduled databases and the storage.
 
     With `fail_dead`, jobs whose process died are first marked FAILED with a reason (what
     `backup_check` does); without it nothing is changed and such jobs are only reported.
+    With `light` (/health/), nothing is written to the storage and the probes of the database
+    servers and the storage are reused for PROBE_CACHE_SECONDS.
     """
     now = timezone.now()
     max_age = float(settings.BACKUP_MAX_AGE_HOURS)
@@ -178,7 +188,7 @@ def check_health(*, fail_dead: bool = False) -> HealthReport:
         if fail_dead:
             report.dead_jobs_failed = fail_dead_jobs()
         for database in scheduled_databases():
-            report.databases[database] = _database_state(database, now, max_age)
+            report.databases[database] = _database_state(database, now, max_age, light=light)
     except DatabaseError as exc:
         report.problems.append(Problem(
             Level.CRITICAL, CATALOG,
@@ -187,11 +197,20 @@ def check_health(*, fail_dead: bool = False) -> HealthReport:
         ))
     for state in report.databases.values():
         report.problems += state.problems
-    report.problems += _storage_problems(report.databases.values())
+    report.problems += _storage_problems(report.databases.values(), light=light)
     return report
 
 
-def _database_state(database: str, now: datetime, max_age: float) -> DatabaseState:
+def _probe(key: str, probe, *, cached: bool) -> str:
+    """Return what `probe()` returns (a problem, or ""), from the cache when `cached` and fresh enough."""
+    if cached and (result := cache.get(key)) is not None:
+        return result
+    result = probe()
+    cache.set(key, result, PROBE_CACHE_SECONDS)
+    return result
+
+
+def _database_state(database: str, now: datetime, max_age: float, *, light: bool = False) -> DatabaseState:
     state = DatabaseState(database)
     # By when they finished, as recorded; a backup dated in the future is reported, never counted.
     finished = finished_newest_first(database, now)
@@ -233,15 +252,22 @@ def _database_state(database: str, now: datetime, max_age: float) -> DatabaseSta
               "mark it failed)") % {**values, "id": job.pk},
             database,
         ))
-    try:
-        get_engine(database).describe()
-    except BackupError as exc:
+    reason = _probe(f"backups_app.health.describe.{database}", lambda: _cannot_back_up(database), cached=light)
+    if reason:
         state.problems.append(Problem(
-            Level.CRITICAL, UNAVAILABLE,
-            _("%(database)s: cannot be backed up: %(reason)s") % {**values, "reason": _first_line(exc)},
+            Level.CRITICAL, UNAVAILABLE, _("%(database)s: cannot be backed up: %(reason)s") % {**values, "reason": reason},
             database,
         ))
     return state
+
+
+def _cannot_back_up(database: str) -> str:
+    """Return why a database cannot be backed up now (server, pg_dump), or ""."""
+    try:
+        get_engine(database).describe()
+    except BackupError as exc:
+        return _first_line(exc)
+    return ""
 
 
 def _interrupted_jobs(database: str) -> list[BackupJob]:
@@ -266,21 +292,18 @@ def _interrupted_jobs(database: str) -> list[BackupJob]:
     return interrupted
 
 
-def _storage_problems(states) -> list[Problem]:
-    storage = archives.backup_storage()
-    probe = f".health-check-{uuid.uuid4().hex}"
-    try:
-        saved = storage.save(probe, ContentFile(b"ok"))
-        storage.delete(saved)
-    except Exception as exc:  # noqa: BLE001  (OSError, a storage backend's own errors: all mean "not writable")
-        return [Problem(
-            Level.CRITICAL, STORAGE,
-            _("the backup storage is not writable: %(reason)s") % {"reason": _first_line(exc)},
-        )]
+def _storage_problems(states, *, light: bool = False) -> list[Problem]:
     root = archives.local_path("")
+    if light:
+        where = hashlib.sha256(str(root or settings.STORAGES["backups"]).encode()).hexdigest()[:16]
+        reason = _probe(f"backups_app.health.storage.{where}", lambda: _storage_permission_problem(root), cached=True)
+    else:
+        reason = _storage_write_problem()
+    if reason:
+        return [Problem(Level.CRITICAL, STORAGE, _("the backup storage is not writable: %(reason)s") % {"reason": reason})]
     largest = max((state.latest.size_bytes or 0 for state in states if state.latest), default=0)
     if root and largest:
-        free = shutil.disk_usage(root if os.path.isdir(root) else os.path.dirname(root)).free
+        free = shutil.disk_usage(_nearest_existing(root)).free
         if free < 2 * largest:
             return [Problem(
                 Level.WARNING, STORAGE_LOW,
@@ -288,3 +311,35 @@ def _storage_problems(states) -> list[Problem]:
                 % {"free": free // 2**20, "size": largest // 2**20},
             )]
     return []
+
+
+def _storage_write_problem() -> str:
+    """Write and delete a file in the backup storage; return why that failed, or ""."""
+    storage = archives.backup_storage()
+    probe = f".health-check-{uuid.uuid4().hex}"
+    try:
+        saved = storage.save(probe, ContentFile(b"ok"))
+        storage.delete(saved)
+    except Exception as exc:  # noqa: BLE001  (OSError, a storage backend's own errors: all mean "not writable")
+        return _first_line(exc)
+    return ""
+
+
+def _storage_permission_problem(root: str | None) -> str:
+    """Return why this process could not write to the backup storage, or "", without writing anything."""
+    if root is None:  # not a local storage: reaching it is all that can be checked without writing
+        try:
+            archives.backup_storage().exists("")
+        except Exception as exc:  # noqa: BLE001  (a storage backend's own errors)
+            return _first_line(exc)
+        return ""
+    existing = _nearest_existing(root)  # a missing storage directory is made by the first backup, in there
+    if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
+        return ""
+    return _("%(path)s is not a directory this user may write in") % {"path": existing}
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path

@@ -13,8 +13,9 @@ def health(request):
     """Return the backups' health as JSON: 200 when OK or WARNING, 503 when CRITICAL.
 
     Public (a monitor has no login), so it says only statuses, ages and problem codes: no error
-    messages, file names, host names or settings. It changes nothing (see backup_check for that).
+    messages, file names, host names or settings. It writes nothing and reuses the costly probes
+    for a minute (see monitoring); backup_check changes and probes for real.
     """
-    report = monitoring.check_health()
+    report = monitoring.check_health(light=True)
     status = 503 if report.level == monitoring.Level.CRITICAL else 200
     return JsonResponse(report.to_public_dict(), status=status)

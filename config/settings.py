@@ -14,6 +14,14 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+
+def project_path(name: str, default: str) -> Path:
+    """Read a directory from the environment; a relative one is taken from the project's directory, not
+    the current one, so that cron, the web server and a shell all use the same folder."""
+    return BASE_DIR / (env.str(name, default="") or default)
+
+
 # Cron starts jobs with an almost empty environment: DJANGO_ENV_FILE names a file to read settings
 # from (before .env, so it wins over it; the process environment wins over both). See README "Schedules".
 if os.environ.get("DJANGO_ENV_FILE"):
@@ -102,13 +110,15 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # Backups ---------------------------------------------------------------------------------
 
-BACKUP_DIRECTORY = env.path("BACKUP_DIRECTORY", default=BASE_DIR / "backups")
+BACKUP_DIRECTORY = project_path("BACKUP_DIRECTORY", "backups")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=7)
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
 # How long pg_dump and a restore wait for locks held by other sessions before giving up (seconds).
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
-# Where the processes that the admin starts (backups, restores) write their output.
-BACKUP_JOB_LOG_DIRECTORY = env("BACKUP_JOB_LOG_DIRECTORY", default="")
+# Where the processes that the admin starts (backups, restores) write their output: a directory of this
+# installation alone (0700), never a shared one such as /tmp, where another user or installation could
+# put files or symlinks.
+BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", "var/job-logs")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -161,6 +171,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # To stderr, which gunicorn, `docker logs` and the cron job's log collect.
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"backups_app": {"handlers": ["console"], "level": env("BACKUP_LOG_LEVEL", default="INFO")}},
+    "loggers": {
+        # Replaces Django's default handlers, which print only with DEBUG on and otherwise mail ADMINS
+        # (not set here): a request that fails with HTTP 500 in production is logged with its traceback.
+        "django": {"handlers": ["console"], "level": "INFO"},
+        "backups_app": {"handlers": ["console"], "level": env("BACKUP_LOG_LEVEL", default="INFO")},
+    },
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,12 @@ def backup_dir(tmp_path, settings):
     settings.STORAGES = storages
     settings.BACKUP_DIRECTORY = str(directory)
     return directory
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """/health/ keeps its probes in Django's cache for a minute: no test sees another test's."""
+    cache.clear()
 
 
 def psql(alias_or_dbname: str, sql: str | None = None, *, stdin: bytes | None = None) -> str:

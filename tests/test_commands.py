@@ -109,7 +109,7 @@ def test_cleanup_dry_run_then_real(pagila, backup_dir):
     assert (backup_dir / keep["file_name"]).exists()
     run("backup_cleanup", "--retention-days", "0")
     assert not (backup_dir / keep["file_name"]).exists() and (backup_dir / newest["file_name"]).exists()
-    with pytest.raises(CommandError, match="retention must be zero or more days"):
+    with pytest.raises(CommandError, match="retention must be from 0 to 36500 days, not -1"):
         run("backup_cleanup", "--retention-days", "-1")
 
 

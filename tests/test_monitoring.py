@@ -2,6 +2,8 @@
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,3 +256,30 @@ def test_health_endpoint_answers_uptime_monitors_without_secrets(client, setting
     for secret in ("secret-location-4711", "db.internal", "backup_admin", params["NAME"], params["HOST"],
                    settings.SECRET_KEY, job.file_name, str(settings.BACKUP_DIRECTORY), "postgres://"):
         assert secret not in text
+
+
+def test_health_endpoint_writes_nothing_and_probes_the_servers_at_most_once_a_minute(client, backup_dir, tmp_path,
+                                                                                     monkeypatch):
+    """pg_dump runs are counted by a wrapper first on PATH that notes each call in a file, then runs the
+    real pg_dump."""
+    backed_up()
+    calls = tmp_path / "pg_dump-calls"
+    wrapper = tmp_path / "bin" / "pg_dump"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\nexec {shlex.quote(shutil.which("pg_dump"))} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+
+    def storage_state():
+        return {str(path): path.stat().st_mtime_ns for path in [backup_dir, *backup_dir.rglob("*")]}
+
+    time.sleep(0.05)  # past the file system clock's tick: a file made and removed now changes the mtime
+    before = storage_state()
+    responses = [client.get("/health/") for _ in range(2)]
+
+    assert [(response.status_code, response.json()["status"]) for response in responses] == [(200, "ok")] * 2
+    assert calls.read_text().splitlines() == ["--version"]  # once, not once per request
+    assert storage_state() == before  # nothing written to the storage, not even for a moment
+
+    check()  # backup_check probes afresh: it is what cron and monitoring agents run
+    assert calls.read_text().splitlines() == ["--version"] * 2

@@ -80,9 +80,11 @@ def test_database_password_never_appears_in_admin_pages_or_health(admin_client, 
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("BACKUP_RETENTION_DAYS", -1, "BACKUP_RETENTION_DAYS is -1; it must be zero or more."),
+    ("BACKUP_RETENTION_DAYS", -1, "BACKUP_RETENTION_DAYS is -1; it must be from 0 to 36500 days."),
+    ("BACKUP_RETENTION_DAYS", 1000000, "BACKUP_RETENTION_DAYS is 1000000; it must be from 0 to 36500 days."),
     ("BACKUP_COMPRESSION", "lz4", "BACKUP_COMPRESSION is 'lz4'; use one of zstd, gzip, none."),
-    ("BACKUP_LOCK_TIMEOUT", 0, "BACKUP_LOCK_TIMEOUT is 0; it must be a positive number of seconds."),
+    ("BACKUP_LOCK_TIMEOUT", 0, r"BACKUP_LOCK_TIMEOUT is 0; it must be from 1 to 2147483 seconds \(the most PostgreSQL"),
+    ("BACKUP_LOCK_TIMEOUT", 3000000, r"BACKUP_LOCK_TIMEOUT is 3000000; it must be from 1 to 2147483 seconds \(the most"),
 ])
 def test_invalid_settings_stop_start_up_with_a_system_check_error(settings, name, value, message):
     setattr(settings, name, value)

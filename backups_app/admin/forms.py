@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy
 
 from backups_app.engines import ENGINES
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Compression, Restore
+from backups_app.services.catalog import MAX_RETENTION_DAYS
 
 
 def database_choices(engine: str | None = None) -> list[tuple[str, str]]:
@@ -98,6 +99,6 @@ class RestoreForm(forms.Form):
 
 class CleanupForm(forms.Form):
     retention_days = forms.IntegerField(
-        label=gettext_lazy("Keep completed backups for (days)"), min_value=0,
+        label=gettext_lazy("Keep completed backups for (days)"), min_value=0, max_value=MAX_RETENTION_DAYS,
         help_text=gettext_lazy("Each database's newest backup is always kept."),
     )

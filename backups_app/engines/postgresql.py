@@ -30,6 +30,8 @@ from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_proc
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
 LOCK_KEY = (0x6261636B, 0x7570)
+# The longest lock wait PostgreSQL accepts (lock_timeout is an int of milliseconds), in seconds.
+MAX_LOCK_TIMEOUT = 2_147_483
 
 
 def first_error_line(stderr: str) -> str:

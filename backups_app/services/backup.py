@@ -118,6 +118,7 @@ def create_backup(
             % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
         )
     try:
+        _check_description(description)
         engine = get_engine(database)
         with engine.lock():
             _fail_stale_jobs(database)
@@ -131,6 +132,15 @@ def create_backup(
         raise _refuse(job, BackupError(_busy_message(database))) from exc
     except BackupError as exc:
         raise _refuse(job, exc)
+
+
+def _check_description(description: str) -> None:
+    limit = BackupJob._meta.get_field("description").max_length
+    if len(description) > limit:
+        raise BackupError(
+            _("The description is %(length)s characters long; shorten it to at most %(limit)s.")
+            % {"length": len(description), "limit": limit}
+        )
 
 
 def _refuse(job: BackupJob | None, error: BackupError) -> BackupError:

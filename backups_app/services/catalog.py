@@ -25,6 +25,9 @@ from ..selectors import (
     storage_totals,
 )
 
+# A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
+MAX_RETENTION_DAYS = 36500
+
 
 def checksum_problem(job: BackupJob) -> str:
     """Return what is wrong with a backup's archive file (missing, checksum), or "" when it is intact."""
@@ -124,8 +127,10 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
 
     Failed backups stay for the retention period too, so that monitoring and people see them."""
     days = settings.BACKUP_RETENTION_DAYS if retention_days is None else retention_days
-    if days < 0:
-        raise BackupError(_("The retention must be zero or more days, not %(days)s.") % {"days": days})
+    if not 0 <= days <= MAX_RETENTION_DAYS:
+        raise BackupError(
+            _("The retention must be from 0 to %(max)s days, not %(days)s.") % {"max": MAX_RETENTION_DAYS, "days": days}
+        )
     cutoff = timezone.now() - timedelta(days=days)
     # Never a database's newest backup, nor one that a restore is about to read or reads.
     keep = {job.pk for job in latest_successful_per_database().values()}
