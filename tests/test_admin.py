@@ -473,10 +473,28 @@ def test_delete_removes_record_archive_and_manifest(admin_client, backup, backup
     assert archive.exists() and (backup_dir / (backup.file_name + ".json")).exists()
     confirmation = admin_client.get(url("delete", backup.pk))
     assert confirmation.status_code == 200
-    admin_client.post(url("delete", backup.pk), {"post": "yes"})
+    # The confirmation names the files that go with the record.
+    assert f"File <code>{backup.file_name}</code> of backup #{backup.pk}" in confirmation.text
+    assert f"File <code>{backup.file_name}.json</code> of backup #{backup.pk}" in confirmation.text
+    assert "Archive and manifest files: 2" in confirmation.text
+    response = admin_client.post(url("delete", backup.pk), {"post": "yes"})
+    assert response.status_code == 302 and response["Location"] == url("changelist")  # not the admin's home
     assert not BackupJob.objects.exists()
     assert not archive.exists() and not (backup_dir / (backup.file_name + ".json")).exists()
     assert LogEntry.objects.get().action_flag == DELETION
+
+
+@SQLITE
+def test_deleting_several_backups_names_their_files_first(admin_client, backup, backup_dir):
+    other = services.create_backup(database="sqlite")
+    selected = {"action": "delete_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk, other.pk]}
+    confirmation = admin_client.post(url("changelist"), selected).text
+    for job in (backup, other):
+        assert f"File <code>{job.file_name}</code> of backup #{job.pk}" in confirmation
+        assert f"File <code>{job.file_name}.json</code> of backup #{job.pk}" in confirmation
+    response = admin_client.post(url("changelist"), {**selected, "post": "yes"})
+    assert response.status_code == 302 and response["Location"] == url("changelist")
+    assert not BackupJob.objects.exists() and not [path for path in backup_dir.rglob("*") if path.is_file()]
 
 
 @SQLITE

@@ -3,6 +3,7 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -177,6 +178,29 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     # Delete: the archive and the manifest go with the record ----------------------------------
+
+    def get_deleted_objects(self, objs, request):
+        """Name the files that go with the records on Django's delete confirmation pages."""
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        storage = archives.backup_storage()
+        files = [
+            format_html(_("File {name} of backup #{id}"), name=format_html("<code>{}</code>", name), id=job.pk)
+            for job in objs if job.file_name
+            for name in (job.file_name, job.file_name + archives.MANIFEST_SUFFIX) if storage.exists(name)
+        ]
+        if files:
+            model_count[_("archive and manifest files")] = len(files)
+        return [*to_delete, *files], model_count, perms_needed, protected
+
+    def response_delete(self, request, obj_display, obj_id):
+        # Django sends whoever may not change the model to the admin's home page; nobody may change a
+        # backup here, but whoever deleted one can see the list.
+        response = super().response_delete(request, obj_display, obj_id)
+        if isinstance(response, HttpResponseRedirect) and self.has_view_permission(request):
+            return HttpResponseRedirect(add_preserved_filters(
+                {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}, self.url("changelist")
+            ))
+        return response
 
     def delete_model(self, request, obj):
         services.delete_backup(backup=obj, acting_user=request.user)
