@@ -128,7 +128,10 @@ def test_every_view_refuses_anonymous_non_staff_and_staff_without_its_permission
 def test_superuser_reaches_every_view(admin_client, backup, method, name, with_object, permission):
     target = url(name, backup.pk) if with_object else url(name)
     response = getattr(admin_client, method)(target)
-    assert response.status_code in (200, 302)
+    if (method, name) == ("post", "verify"):  # verifies, then goes back to the backup's page
+        assert response.status_code == 302 and response["Location"] == url("change", backup.pk)
+    else:  # a page, not an error redirect
+        assert response.status_code == 200
 
 
 @SQLITE
