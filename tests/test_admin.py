@@ -367,14 +367,31 @@ def test_restore_action_shows_a_confirmation_page_first(admin_client, backup):
 
 @SQLITE
 def test_restore_needs_the_database_name_typed_and_one_backup(admin_client, backup):
+    name = connections["sqlite"].settings_dict["NAME"]
     response = admin_client.post(url("changelist"), restore_post(
         backup, post="yes", database="sqlite", safety_backup="on", confirm_database="sqlit"))
-    assert "Type sqlite exactly to confirm." in response.text
+    assert f"Type sqlite or {name} exactly to confirm." in response.text
     other = services.create_backup(database="sqlite")
     response = admin_client.post(url("changelist"), {
         "action": "restore_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk, other.pk]}, follow=True)
     assert "Select exactly one backup to restore." in response.text
     assert not Restore.objects.exists()
+
+
+@SQLITE
+def test_restore_confirmation_shows_alias_and_name_side_by_side_and_accepts_either(admin_client, backup):
+    """Issue "newcomer" 2: the page showed the real database name but accepted only the alias."""
+    name = connections["sqlite"].settings_dict["NAME"]
+    page = admin_client.get(url("restore", backup.pk)).text
+    assert f"<td><code>sqlite</code></td><td><code>{name}</code></td>" in page
+    assert f'data-confirm-hint="sqlite">Type sqlite or {name} exactly to confirm.</div>' in page  # shown, not hidden
+    for typed in (name, "sqlite"):
+        response = admin_client.post(url("changelist"), restore_post(
+            backup, post="yes", database="sqlite", confirm_database=typed))
+        restore = Restore.objects.latest("pk")
+        assert response.status_code == 302 and response["Location"] == url("restore_status", restore.pk), typed
+        Restore.objects.filter(pk=restore.pk).update(status=RestoreStatus.FAILED)  # as if it ended: frees the database
+    assert Restore.objects.count() == 2
 
 
 @SQLITE
