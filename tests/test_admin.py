@@ -173,7 +173,7 @@ def test_change_list_shows_columns_stats_and_tools(admin_client, backup):
     assert response.status_code == 200
     assert 'class="backup-badge backup-badge--completed"' in text and "backup-badge--failed" in text
     assert backup.checksum_sha256[:8] not in text  # the checksum is on the detail page only
-    assert '<span class="backup-description" title="nightly">nightly</span>' in text
+    assert '<span class="backup-clipped" title="nightly">nightly</span>' in text
     assert "admin" not in response.context["cl"].result_list[1].requested_by_name
     assert 'id="backup-stats"' in text
     stats = response.context["stats"]

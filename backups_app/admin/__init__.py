@@ -7,6 +7,7 @@ from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -24,8 +25,8 @@ from .views import BackupConsoleViews
 @admin.register(BackupJob)
 class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     list_display = [
-        "id", "status_badge", "database", "trigger_short", "created_at", "duration", "size", "requested_by_short",
-        "description_short",
+        "id", "status_badge", "database_short", "trigger_short", "created_short", "duration", "size",
+        "requested_by_short", "description_short",
     ]
     list_display_links = ["id"]
     list_filter = ["status", "trigger", "database"]
@@ -99,15 +100,26 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         short = {BackupTrigger.PRE_RESTORE_SAFETY: _("safety")}.get(job.trigger, job.get_trigger_display().lower())
         return format_html('<span title="{}">{}</span>', job.get_trigger_display(), short)
 
+    @admin.display(description=gettext_lazy("database"), ordering="database")
+    def database_short(self, job):
+        return job.database
+
+    @admin.display(description=gettext_lazy("created"), ordering="created_at")
+    def created_short(self, job):
+        return formats.date_format(timezone.localtime(job.created_at), "SHORT_DATETIME_FORMAT")
+
     @admin.display(description=gettext_lazy("by"), ordering="requested_by_name")
     def requested_by_short(self, job):
-        return job.requested_by_name or "-"
+        return self.clipped(job.requested_by_name)
 
     @admin.display(description=gettext_lazy("description"))
     def description_short(self, job):
-        if not job.description:
-            return "-"
-        return format_html('<span class="backup-description" title="{}">{}</span>', job.description, job.description)
+        return self.clipped(job.description)
+
+    @staticmethod
+    def clipped(text):
+        """Render text that console.css cuts to its cell's width with an ellipsis; the title holds all of it."""
+        return format_html('<span class="backup-clipped" title="{}">{}</span>', text, text) if text else "-"
 
     def changelist_view(self, request, extra_context=None):
         # Dead jobs are found by the status endpoint that console.js polls while a job is active,
