@@ -25,7 +25,7 @@ from django.urls import reverse
 from backups_app import jobs, services
 from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
-from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
 from .conftest import child_env, fingerprint, psql
 
@@ -77,6 +77,10 @@ def wait_for(client, *, backups=(), restores=(), timeout=60):
             return data
         assert time.monotonic() < deadline, data
         time.sleep(0.3)
+
+
+def restore_safety_id(restore):
+    return Restore.objects.get(pk=restore.pk).safety_backup_id
 
 
 def restore_log_entries(restore):
@@ -420,7 +424,9 @@ def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_
 
     assert data["restores"][0]["status"] == "completed"
     assert data["restores"][0]["safety_backup"]["status"] == "completed"
+    assert data["restores"][0]["links"]["safety"] == url("change", restore_safety_id(restore))
     assert fingerprint(pagila) == before
+    assert Restore.objects.get().phase == RestorePhase.RESTORING  # its last step
     entry = restore_log_entries(restore).get()
     assert entry.change_message == f"Restored backup #{backup.pk} into database {pagila}."
 
@@ -442,6 +448,26 @@ def test_restore_of_the_application_database_is_logged_after_it_finished(admin_c
     entry = LogEntry.objects.get()  # the verify entry is gone with the restore; the restore's own is there
     assert entry.object_id == str(restore.pk) and entry.user == admin_user
     assert Restore.objects.get().status == RestoreStatus.COMPLETED
+    assert Restore.objects.get().phase == RestorePhase.KEEPING_CATALOG  # its last step said the catalog stays
+
+
+@SQLITE
+def test_a_failed_restore_says_at_which_step_it_stopped(admin_client, backup, backup_dir, settings):
+    """Newcomer issue 5: the restore's page shows its phase and, once failed, where it stopped."""
+    settings.BACKUP_LOCK_TIMEOUT = 45
+    with open(backup_dir / backup.file_name, "r+b") as archive:
+        archive.seek(10)
+        archive.write(b"\x00\x01\x02")
+    with pytest.raises(services.BackupError):
+        services.restore_backup(backup=backup, database="sqlite")
+    Restore.objects.update(pid=None)  # ran in this test's process, which the page would take for a running one
+    restore = Restore.objects.get()
+
+    data = admin_client.get(url("status"), {"restores": restore.pk}).json()
+    assert data["restores"][0]["fields"]["phase"] == "Stopped while checking the archive's checksum"
+    page = admin_client.get(url("restore_status", restore.pk)).text
+    assert f'data-field="phase">Stopped while checking the archive&#x27;s checksum</span>' in page
+    assert "at most 45 s" in page and "BACKUP_LOCK_TIMEOUT" not in page
 
 
 @SQLITE
