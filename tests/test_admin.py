@@ -499,7 +499,7 @@ def test_cleanup_previews_then_deletes_exactly_that(admin_client, backup, backup
     assert [job.pk for job in plan.expired] == [old.pk] and [job.pk for job in plan.failed] == [failed.pk]
     assert plan.leftovers == ["sqlite/.sqlite-x.sqlite3.zst.partial"]
     assert plan.bytes_freed == old.size_bytes + 5
-    assert "old" in preview.text and "sqlite/.sqlite-x.sqlite3.zst.partial" in preview.text
+    assert f"Backup #{old.pk} of sqlite</a>" in preview.text and "sqlite/.sqlite-x.sqlite3.zst.partial" in preview.text
     assert BackupJob.objects.filter(pk=old.pk).exists()  # a preview deletes nothing
 
     # A plan that changed since the preview is shown again, not carried out.
