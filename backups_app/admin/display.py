@@ -1,9 +1,9 @@
 """How a backup or a restore reads in the console; shared by the pages and the live status JSON."""
 
 from django.template.defaultfilters import filesizeformat
-from django.utils.text import capfirst
 from django.utils import formats, timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from backups_app.models import BackupStatus, RestoreStatus
