@@ -90,6 +90,13 @@ class RestoreStatus(models.TextChoices):
 ACTIVE_RESTORE_STATUSES = (RestoreStatus.PENDING, RestoreStatus.RUNNING)
 
 
+class RestorePhase(models.TextChoices):
+    CHECKING = "checking", _("checking the archive's checksum")
+    SAFETY_BACKUP = "safety_backup", _("taking a safety backup of the database")
+    RESTORING = "restoring", _("restoring the archive")
+    KEEPING_CATALOG = "keeping_catalog", _("restoring the archive, keeping the list of backups and restores")
+
+
 class Restore(models.Model):
     """One restore of a backup into a database, kept even when the application's own database is restored."""
 
@@ -108,6 +115,8 @@ class Restore(models.Model):
     status = models.CharField(
         _("status"), max_length=16, choices=RestoreStatus.choices, default=RestoreStatus.PENDING
     )
+    # The step the restore is at, or was at when it failed; blank until its process has begun.
+    phase = models.CharField(_("phase"), max_length=16, choices=RestorePhase.choices, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -25,7 +25,7 @@ from django.urls import reverse
 from backups_app import jobs, services
 from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
-from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
 from .conftest import child_env, fingerprint, psql
 
@@ -79,6 +79,10 @@ def wait_for(client, *, backups=(), restores=(), timeout=60):
         time.sleep(0.3)
 
 
+def restore_safety_id(restore):
+    return Restore.objects.get(pk=restore.pk).safety_backup_id
+
+
 def restore_log_entries(restore):
     return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Restore), object_id=str(restore.pk))
 
@@ -128,7 +132,10 @@ def test_every_view_refuses_anonymous_non_staff_and_staff_without_its_permission
 def test_superuser_reaches_every_view(admin_client, backup, method, name, with_object, permission):
     target = url(name, backup.pk) if with_object else url(name)
     response = getattr(admin_client, method)(target)
-    assert response.status_code in (200, 302)
+    if (method, name) == ("post", "verify"):  # verifies, then goes back to the backup's page
+        assert response.status_code == 302 and response["Location"] == url("change", backup.pk)
+    else:  # a page, not an error redirect
+        assert response.status_code == 200
 
 
 @SQLITE
@@ -169,8 +176,9 @@ def test_change_list_shows_columns_stats_and_tools(admin_client, backup):
     text = response.text
     assert response.status_code == 200
     assert 'class="backup-badge backup-badge--completed"' in text and "backup-badge--failed" in text
-    assert backup.checksum_sha256[:12] in text and backup.checksum_sha256[:13] not in text.replace(backup.checksum_sha256, "")
-    assert "nightly" in text and "admin" not in response.context["cl"].result_list[1].requested_by_name
+    assert backup.checksum_sha256[:8] not in text  # the checksum is on the detail page only
+    assert '<span class="backup-clipped" title="nightly">nightly</span>' in text
+    assert "admin" not in response.context["cl"].result_list[1].requested_by_name
     assert 'id="backup-stats"' in text
     stats = response.context["stats"]
     assert (stats["total"], stats["completed"], stats["failed"]) == (2, 1, 1)
@@ -363,14 +371,31 @@ def test_restore_action_shows_a_confirmation_page_first(admin_client, backup):
 
 @SQLITE
 def test_restore_needs_the_database_name_typed_and_one_backup(admin_client, backup):
+    name = connections["sqlite"].settings_dict["NAME"]
     response = admin_client.post(url("changelist"), restore_post(
         backup, post="yes", database="sqlite", safety_backup="on", confirm_database="sqlit"))
-    assert "Type sqlite exactly to confirm." in response.text
+    assert f"Type sqlite or {name} exactly to confirm." in response.text
     other = services.create_backup(database="sqlite")
     response = admin_client.post(url("changelist"), {
         "action": "restore_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk, other.pk]}, follow=True)
     assert "Select exactly one backup to restore." in response.text
     assert not Restore.objects.exists()
+
+
+@SQLITE
+def test_restore_confirmation_shows_alias_and_name_side_by_side_and_accepts_either(admin_client, backup):
+    """Issue "newcomer" 2: the page showed the real database name but accepted only the alias."""
+    name = connections["sqlite"].settings_dict["NAME"]
+    page = admin_client.get(url("restore", backup.pk)).text
+    assert f"<td><code>sqlite</code></td><td><code>{name}</code></td>" in page
+    assert f'data-confirm-hint="sqlite">Type sqlite or {name} exactly to confirm.</div>' in page  # shown, not hidden
+    for typed in (name, "sqlite"):
+        response = admin_client.post(url("changelist"), restore_post(
+            backup, post="yes", database="sqlite", confirm_database=typed))
+        restore = Restore.objects.latest("pk")
+        assert response.status_code == 302 and response["Location"] == url("restore_status", restore.pk), typed
+        Restore.objects.filter(pk=restore.pk).update(status=RestoreStatus.FAILED)  # as if it ended: frees the database
+    assert Restore.objects.count() == 2
 
 
 @SQLITE
@@ -399,7 +424,9 @@ def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_
 
     assert data["restores"][0]["status"] == "completed"
     assert data["restores"][0]["safety_backup"]["status"] == "completed"
+    assert data["restores"][0]["links"]["safety"] == url("change", restore_safety_id(restore))
     assert fingerprint(pagila) == before
+    assert Restore.objects.get().phase == RestorePhase.RESTORING  # its last step
     entry = restore_log_entries(restore).get()
     assert entry.change_message == f"Restored backup #{backup.pk} into database {pagila}."
 
@@ -421,6 +448,26 @@ def test_restore_of_the_application_database_is_logged_after_it_finished(admin_c
     entry = LogEntry.objects.get()  # the verify entry is gone with the restore; the restore's own is there
     assert entry.object_id == str(restore.pk) and entry.user == admin_user
     assert Restore.objects.get().status == RestoreStatus.COMPLETED
+    assert Restore.objects.get().phase == RestorePhase.KEEPING_CATALOG  # its last step said the catalog stays
+
+
+@SQLITE
+def test_a_failed_restore_says_at_which_step_it_stopped(admin_client, backup, backup_dir, settings):
+    """Newcomer issue 5: the restore's page shows its phase and, once failed, where it stopped."""
+    settings.BACKUP_LOCK_TIMEOUT = 45
+    with open(backup_dir / backup.file_name, "r+b") as archive:
+        archive.seek(10)
+        archive.write(b"\x00\x01\x02")
+    with pytest.raises(services.BackupError):
+        services.restore_backup(backup=backup, database="sqlite")
+    Restore.objects.update(pid=None)  # ran in this test's process, which the page would take for a running one
+    restore = Restore.objects.get()
+
+    data = admin_client.get(url("status"), {"restores": restore.pk}).json()
+    assert data["restores"][0]["fields"]["phase"] == "Stopped while checking the archive's checksum"
+    page = admin_client.get(url("restore_status", restore.pk)).text
+    assert f'data-field="phase">Stopped while checking the archive&#x27;s checksum</span>' in page
+    assert "at most 45 s" in page and "BACKUP_LOCK_TIMEOUT" not in page
 
 
 @SQLITE
@@ -452,7 +499,7 @@ def test_cleanup_previews_then_deletes_exactly_that(admin_client, backup, backup
     assert [job.pk for job in plan.expired] == [old.pk] and [job.pk for job in plan.failed] == [failed.pk]
     assert plan.leftovers == ["sqlite/.sqlite-x.sqlite3.zst.partial"]
     assert plan.bytes_freed == old.size_bytes + 5
-    assert "old" in preview.text and "sqlite/.sqlite-x.sqlite3.zst.partial" in preview.text
+    assert f"Backup #{old.pk} of sqlite</a>" in preview.text and "sqlite/.sqlite-x.sqlite3.zst.partial" in preview.text
     assert BackupJob.objects.filter(pk=old.pk).exists()  # a preview deletes nothing
 
     # A plan that changed since the preview is shown again, not carried out.
@@ -473,10 +520,28 @@ def test_delete_removes_record_archive_and_manifest(admin_client, backup, backup
     assert archive.exists() and (backup_dir / (backup.file_name + ".json")).exists()
     confirmation = admin_client.get(url("delete", backup.pk))
     assert confirmation.status_code == 200
-    admin_client.post(url("delete", backup.pk), {"post": "yes"})
+    # The confirmation names the files that go with the record.
+    assert f"File <code>{backup.file_name}</code> of backup #{backup.pk}" in confirmation.text
+    assert f"File <code>{backup.file_name}.json</code> of backup #{backup.pk}" in confirmation.text
+    assert "Archive and manifest files: 2" in confirmation.text
+    response = admin_client.post(url("delete", backup.pk), {"post": "yes"})
+    assert response.status_code == 302 and response["Location"] == url("changelist")  # not the admin's home
     assert not BackupJob.objects.exists()
     assert not archive.exists() and not (backup_dir / (backup.file_name + ".json")).exists()
     assert LogEntry.objects.get().action_flag == DELETION
+
+
+@SQLITE
+def test_deleting_several_backups_names_their_files_first(admin_client, backup, backup_dir):
+    other = services.create_backup(database="sqlite")
+    selected = {"action": "delete_selected", helpers.ACTION_CHECKBOX_NAME: [backup.pk, other.pk]}
+    confirmation = admin_client.post(url("changelist"), selected).text
+    for job in (backup, other):
+        assert f"File <code>{job.file_name}</code> of backup #{job.pk}" in confirmation
+        assert f"File <code>{job.file_name}.json</code> of backup #{job.pk}" in confirmation
+    response = admin_client.post(url("changelist"), {**selected, "post": "yes"})
+    assert response.status_code == 302 and response["Location"] == url("changelist")
+    assert not BackupJob.objects.exists() and not [path for path in backup_dir.rglob("*") if path.is_file()]
 
 
 @SQLITE

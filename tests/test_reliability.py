@@ -31,7 +31,7 @@ def test_state_changing_posts_without_csrf_token_are_refused(admin_user):
     posts = [
         (url("create"), {"database": "sqlite", "compression": "zstd"}),
         (url("verify", backup.pk), {}),
-        (url("restore", backup.pk), {"post": "yes", "database": "sqlite", "confirm_name": "sqlite"}),
+        (url("restore", backup.pk), {"post": "yes", "database": "sqlite", "confirm_database": "sqlite"}),
         (url("cleanup"), {"post": "yes", "retention_days": 0}),
         (url("delete", backup.pk), {"post": "yes"}),
         (url("changelist"), {"action": "restore_selected", "_selected_action": [backup.pk], "post": "yes"}),

@@ -3,16 +3,18 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from backups_app import archives, jobs, services
 from backups_app.errors import BackupError
-from backups_app.models import BackupJob, BackupStatus
+from backups_app.models import BackupJob, BackupStatus, BackupTrigger
 
 from .display import ACTIVE_STATUSES, live_backup, when
 from .forms import RestoreForm
@@ -23,8 +25,8 @@ from .views import BackupConsoleViews
 @admin.register(BackupJob)
 class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     list_display = [
-        "id", "status_badge", "database", "trigger", "created_at", "duration", "size", "short_checksum",
-        "requested_by_name", "description",
+        "id", "status_badge", "database_short", "trigger_short", "created_short", "duration", "size",
+        "requested_by_short", "description_short",
     ]
     list_display_links = ["id"]
     list_filter = ["status", "trigger", "database"]
@@ -91,9 +93,33 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     def size(self, job):
         return live_backup(job, "size")
 
-    @admin.display(description=gettext_lazy("checksum"))
-    def short_checksum(self, job):
-        return live_backup(job, "checksum")
+    # Short labels and cells keep the list within a 1280 px screen; the full text is in each title.
+
+    @admin.display(description=gettext_lazy("trigger"), ordering="trigger")
+    def trigger_short(self, job):
+        short = {BackupTrigger.PRE_RESTORE_SAFETY: _("safety")}.get(job.trigger, job.get_trigger_display().lower())
+        return format_html('<span title="{}">{}</span>', job.get_trigger_display(), short)
+
+    @admin.display(description=gettext_lazy("database"), ordering="database")
+    def database_short(self, job):
+        return job.database
+
+    @admin.display(description=gettext_lazy("created"), ordering="created_at")
+    def created_short(self, job):
+        return formats.date_format(timezone.localtime(job.created_at), "SHORT_DATETIME_FORMAT")
+
+    @admin.display(description=gettext_lazy("by"), ordering="requested_by_name")
+    def requested_by_short(self, job):
+        return self.clipped(job.requested_by_name)
+
+    @admin.display(description=gettext_lazy("description"))
+    def description_short(self, job):
+        return self.clipped(job.description)
+
+    @staticmethod
+    def clipped(text):
+        """Render text that console.css cuts to its cell's width with an ellipsis; the title holds all of it."""
+        return format_html('<span class="backup-clipped" title="{}">{}</span>', text, text) if text else "-"
 
     def changelist_view(self, request, extra_context=None):
         # Dead jobs are found by the status endpoint that console.js polls while a job is active,
@@ -177,6 +203,29 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     # Delete: the archive and the manifest go with the record ----------------------------------
+
+    def get_deleted_objects(self, objs, request):
+        """Name the files that go with the records on Django's delete confirmation pages."""
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        storage = archives.backup_storage()
+        files = [
+            format_html(_("File {name} of backup #{id}"), name=format_html("<code>{}</code>", name), id=job.pk)
+            for job in objs if job.file_name
+            for name in (job.file_name, job.file_name + archives.MANIFEST_SUFFIX) if storage.exists(name)
+        ]
+        if files:
+            model_count[_("archive and manifest files")] = len(files)
+        return [*to_delete, *files], model_count, perms_needed, protected
+
+    def response_delete(self, request, obj_display, obj_id):
+        # Django sends whoever may not change the model to the admin's home page; nobody may change a
+        # backup here, but whoever deleted one can see the list.
+        response = super().response_delete(request, obj_display, obj_id)
+        if isinstance(response, HttpResponseRedirect) and self.has_view_permission(request):
+            return HttpResponseRedirect(add_preserved_filters(
+                {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}, self.url("changelist")
+            ))
+        return response
 
     def delete_model(self, request, obj):
         services.delete_backup(backup=obj, acting_user=request.user)

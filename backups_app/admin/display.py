@@ -3,6 +3,7 @@
 from django.template.defaultfilters import filesizeformat
 from django.utils import formats, timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from backups_app.models import BackupStatus, RestoreStatus
@@ -47,7 +48,6 @@ def backup_fields(job) -> dict[str, str]:
         "duration": elapsed_text(job.started_at, job.finished_at),
         "size": size_text(job),
         "bytes_written": filesizeformat(job.bytes_written),
-        "checksum": job.checksum_sha256[:12] if job.checksum_sha256 else "-",
         "checksum_full": job.checksum_sha256 or "-",
         "file_name": job.file_name or "-",
         "error": job.error or "-",
@@ -75,9 +75,19 @@ def safety_text(restore) -> str:
     }
 
 
+def phase_text(restore, running: bool) -> str:
+    """Say which step a running restore is at, or at which step a failed one stopped."""
+    if running:
+        return capfirst(restore.get_phase_display()) if restore.phase else _("Starting")
+    if restore.status == RestoreStatus.FAILED and restore.phase:
+        return _("Stopped while %(phase)s") % {"phase": restore.get_phase_display()}
+    return "-"
+
+
 def restore_fields(restore, running: bool) -> dict[str, str]:
     status = RestoreStatus.RUNNING.label if running else restore.get_status_display()
     return {
+        "phase": phase_text(restore, running),
         "safety": safety_text(restore),
         "status": status,
         "started": when(restore.started_at),
@@ -87,28 +97,27 @@ def restore_fields(restore, running: bool) -> dict[str, str]:
     }
 
 
-def restore_json(restore, running: bool) -> dict:
+def restore_json(restore, running: bool, *, safety_url: str = "") -> dict:
     safety = restore.safety_backup
     return {
         "id": restore.pk,
         "status": RestoreStatus.RUNNING if running else restore.status,
         "active": running,
         "fields": restore_fields(restore, running),
+        "links": {"safety": safety_url},
         "safety_backup": backup_json(safety) if safety else None,
     }
 
 
-def live(kind: str, pk, field: str, text: str, *, status: str = "", title: str = ""):
+def live(kind: str, pk, field: str, text: str, *, status: str = ""):
     """Render a value that console.js keeps current: <span data-backup-id=".." data-field="..">."""
     if field == "status":
         return format_html(
             '<span class="backup-badge backup-badge--{}" data-{}-id="{}" data-field="status" data-status="{}">{}</span>',
             status, kind, pk, status, text,
         )
-    return format_html('<span data-{}-id="{}" data-field="{}" title="{}">{}</span>', kind, pk, field, title, text)
+    return format_html('<span data-{}-id="{}" data-field="{}">{}</span>', kind, pk, field, text)
 
 
 def live_backup(job, field: str):
-    text = backup_fields(job)[field]
-    title = job.checksum_sha256 if field == "checksum" else ""
-    return live("backup", job.pk, field, text, status=job.status, title=title)
+    return live("backup", job.pk, field, backup_fields(job)[field], status=job.status)

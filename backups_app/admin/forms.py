@@ -8,6 +8,8 @@ from backups_app.engines import ENGINES
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Compression, Restore
 from backups_app.services.catalog import MAX_RETENTION_DAYS
 
+from .display import seconds_text
+
 
 def database_choices(engine: str | None = None) -> list[tuple[str, str]]:
     """Return the configured database aliases that can be backed up (of one engine, if given)."""
@@ -67,10 +69,9 @@ class RestoreForm(forms.Form):
     )
     terminate_sessions = forms.BooleanField(
         label=gettext_lazy("End other sessions connected to the database"), required=False,
-        help_text=gettext_lazy("Otherwise the restore waits at most BACKUP_LOCK_TIMEOUT seconds for their locks."),
     )
     confirm_database = forms.CharField(
-        label=gettext_lazy("Type the database name to confirm"), max_length=100,
+        label=gettext_lazy("To confirm, type the database's alias or name"), max_length=255,
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
 
@@ -79,6 +80,17 @@ class RestoreForm(forms.Form):
         self.backup = backup
         self.fields["database"].choices = database_choices(backup.engine)
         self.fields["database"].initial = backup.database
+        self.fields["terminate_sessions"].help_text = _(
+            "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
+        ) % {"timeout": seconds_text(settings.BACKUP_LOCK_TIMEOUT)}
+
+    @staticmethod
+    def confirmation_hint(database: str) -> str:
+        """Say what to type to confirm a restore into a database: its alias or its real name, as the page shows both."""
+        name = str(connections[database].settings_dict["NAME"])
+        if name == database:
+            return _("Type %(alias)s exactly to confirm.") % {"alias": database}
+        return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
 
     def clean(self):
         cleaned = super().clean()
@@ -88,8 +100,9 @@ class RestoreForm(forms.Form):
                 % {"id": self.backup.pk, "status": self.backup.get_status_display().lower()}
             )
         database = cleaned.get("database")
-        if database and cleaned.get("confirm_database") not in (None, database):
-            self.add_error("confirm_database", _("Type %(database)s exactly to confirm.") % {"database": database})
+        typed = cleaned.get("confirm_database")
+        if database and typed is not None and typed not in (database, str(connections[database].settings_dict["NAME"])):
+            self.add_error("confirm_database", self.confirmation_hint(database))
         if database:
             reason = busy_reason(database)
             if reason:

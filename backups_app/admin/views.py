@@ -25,7 +25,7 @@ from backups_app import archives, jobs, services
 from backups_app.errors import BackupError
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
 
-from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json
+from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json, seconds_text
 from .forms import CleanupForm, CreateBackupForm, RestoreForm
 from .stats import stats_panel
 
@@ -108,7 +108,10 @@ class BackupConsoleViews:
         jobs.log_finished_restores(restores)
         data = {
             "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
-            "restores": [restore_json(restore, jobs.restore_is_running(restore)) for restore in restores],
+            "restores": [
+                restore_json(restore, jobs.restore_is_running(restore), safety_url=self.safety_url(restore))
+                for restore in restores
+            ],
             "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
             or Restore.objects.filter(status__in=ACTIVE_RESTORE_STATUSES).exists(),
         }
@@ -179,7 +182,8 @@ class BackupConsoleViews:
         except BackupError as exc:
             tables, tables_problem = [], str(exc)
         targets = [
-            {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor}
+            {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor,
+             "hint": form.confirmation_hint(alias)}
             for alias, _label in form.fields["database"].choices
         ]
         context = self.console_context(
@@ -195,8 +199,12 @@ class BackupConsoleViews:
             queryset=[backup],
             action_checkbox_name="_selected_action",
             form_url=self.url("changelist"),
+            chosen_database=form["database"].value(),
         )
         return TemplateResponse(request, TEMPLATES + "restore_confirmation.html", context)
+
+    def safety_url(self, restore) -> str:
+        return self.url("change", restore.safety_backup_id) if restore.safety_backup_id else ""
 
     def restore_status_view(self, request, restore_id):
         if not self.has_view_permission(request):
@@ -212,6 +220,8 @@ class BackupConsoleViews:
             running=running,
             fields=restore_fields(restore, running),
             status=RestoreStatus.RUNNING if running else restore.status,
+            safety_url=self.safety_url(restore),
+            lock_timeout=seconds_text(settings.BACKUP_LOCK_TIMEOUT),
         )
         return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
 

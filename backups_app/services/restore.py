@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from .. import archives
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, DatabaseBusy
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
@@ -111,8 +111,15 @@ def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: li
             )
 
 
+def _set_phase(restore: Restore, phase: str) -> None:
+    # A queryset update: a full save() here could overwrite fields the admin changed meanwhile.
+    Restore.objects.filter(pk=restore.pk).update(phase=phase)
+    restore.phase = phase
+
+
 def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
     try:
+        _set_phase(restore, RestorePhase.CHECKING)
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
         problem = checksum_problem(backup)
         if problem:
@@ -121,6 +128,7 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bo
         if keep:
             _check_archive_keeps_the_catalog(engine, backup, keep)
         if safety:
+            _set_phase(restore, RestorePhase.SAFETY_BACKUP)
             safety_job = BackupJob(
                 database=restore.database,
                 trigger=BackupTrigger.PRE_RESTORE_SAFETY,
@@ -131,6 +139,8 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bo
             )
             restore.safety_backup = _run_backup(engine, safety_job)
             restore.save(update_fields=["safety_backup"])
+        # Set before the engine starts: while it restores the catalog's database it locks the catalog.
+        _set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
         with archives.backup_storage().open(backup.file_name, "rb") as raw:
             engine.restore(
                 archives.decompressor(raw, backup.compression),

@@ -3,7 +3,8 @@
  *
  * Markup: a root element #backup-console with data-status-url (and data-stats="1" to refresh the
  * stats panel); values as <span data-backup-id="7" data-field="size"> or data-restore-id; elements
- * with data-usable-backup="7" are shown once backup 7 has completed.
+ * with data-usable-backup="7" are shown once backup 7 has completed; a value that is a link <a> gets
+ * the item's links[field] as its href (no href while there is nothing to link to).
  */
 (function () {
   "use strict";
@@ -24,6 +25,10 @@
       var field = element.getAttribute("data-field");
       if (!(field in item.fields)) return;
       element.textContent = item.fields[field];
+      if (element.tagName === "A" && item.links && field in item.links) {
+        if (item.links[field]) element.setAttribute("href", item.links[field]);
+        else element.removeAttribute("href");
+      }
       if (field === "status") {
         element.setAttribute("data-status", item.status);
         element.className = "backup-badge backup-badge--" + item.status;
@@ -67,9 +72,20 @@
     window.setTimeout(poll, INTERVAL);
   }
 
+  // The restore confirmation says what to type for the database chosen in its select.
+  function followConfirmHints() {
+    var select = document.querySelector("select[name=database]");
+    var hints = document.querySelectorAll("[data-confirm-hint]");
+    if (!select || !hints.length) return;
+    select.addEventListener("change", function () {
+      hints.forEach(function (hint) { hint.hidden = hint.getAttribute("data-confirm-hint") !== select.value; });
+    });
+  }
+
   function init() {
     var root = document.getElementById("backup-console");
     if (root) start(root);
+    followConfirmHints();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
