@@ -2,6 +2,7 @@
 never used the command line backs up, downloads, restores and cleans up from the admin."""
 
 import hashlib
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +18,11 @@ from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, 
 from .conftest import fingerprint, psql
 from .test_admin import detached_env  # noqa: F401  (the fixture)
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# `make screenshots` refreshes the README's pictures; an ordinary run leaves them alone (test-results/ is ignored).
+SCREENSHOTS = Path(__file__).resolve().parent.parent / (
+    "docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") else "test-results/screenshots"
+)
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, databases=["default", "target"])]
 
