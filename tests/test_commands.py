@@ -219,3 +219,24 @@ def test_restore_prompt_without_a_terminal_cancels(backup_dir):
     assert "Restore cancelled." in stdout
     assert not Restore.objects.exists()
 
+
+def test_local_admin_login_is_created_once_and_reset_only_when_asked(settings, tmp_path, client):
+    settings.DEBUG = True
+    login_file = tmp_path / ".admin-login"
+
+    def local_admin(*args):
+        output = run("create_local_admin", "--login-file", str(login_file), *args)
+        return output.split("password ")[1].strip()
+
+    password = local_admin()
+    assert login_file.stat().st_mode & 0o777 == 0o600 and password in login_file.read_text()
+    assert client.login(username="admin", password=password)
+    assert client.get("/admin/").status_code == 200
+
+    assert local_admin() == password  # `make run` again: the same login, the open session still works
+    assert client.get("/admin/").status_code == 200
+
+    new_password = local_admin("--reset")  # `make admin-password`
+    assert new_password != password and new_password in login_file.read_text()
+    assert client.get("/admin/").status_code == 302  # the old session ended with the old password
+    assert client.login(username="admin", password=new_password)
