@@ -18,6 +18,18 @@ PAGILA = ROOT / "tests" / "fixtures" / "pagila"
 PAGILA_TEMPLATE = f"backups_pagila_template_{settings.RUN_ID}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip what needs PostgreSQL when TEST_DATABASE_URL is not a PostgreSQL server (see tests.settings)."""
+    if settings.POSTGRESQL:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: TEST_DATABASE_URL is not a postgres:// URL")
+    for item in items:
+        db = item.get_closest_marker("django_db")
+        if (item.get_closest_marker("postgresql") or {"pagila", "pagila_template"} & set(item.fixturenames)
+                or (db and "target" in (db.kwargs.get("databases") or ()))):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def backup_dir(tmp_path, settings):
     """Give every test its own empty backup storage."""
@@ -104,8 +116,10 @@ def fingerprint(alias: str) -> dict:
 
 
 def database_url(alias: str) -> str:
-    """The postgres:// URL of a configured PostgreSQL alias (its test database), password included."""
+    """The URL of a configured alias (its test database), password included."""
     params = connections[alias].settings_dict
+    if "sqlite" in params["ENGINE"]:
+        return f"sqlite:///{params['NAME']}"
     credentials = params["USER"] + (f":{params['PASSWORD']}" if params.get("PASSWORD") else "")
     return f"postgres://{credentials}@{params['HOST']}:{params['PORT'] or 5432}/{params['NAME']}"
 

@@ -11,6 +11,7 @@ from bench import run
 from .conftest import database_url
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(databases=[])
 def test_benchmark_smoke_run_completes_every_step(capsys):
     server = database_url("default").rsplit("/", 1)[0]  # the server of TEST_DATABASE_URL, like every test

@@ -89,6 +89,7 @@ def test_invalid_settings_stop_start_up_with_a_system_check_error(settings, name
         call_command("check")
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True, databases=["default"])
 def test_restore_of_the_application_database_while_the_admin_is_used(admin_user):
     """Requests made during the restore wait for its transaction and then see the restored data;
