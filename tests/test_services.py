@@ -214,7 +214,8 @@ def test_session_terminated_mid_dump_fails_with_the_reason(pagila, backup_dir):
     try:
         child = manage(backup_dir, "backup_create", "--database", pagila)
         wait_for(lambda: psql(pagila, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                                      "application_name = 'django-backups' AND wait_event_type = 'Lock'").strip())
+                                      "application_name = 'django-backups' AND wait_event_type = 'Lock' "
+                                      "AND datname = current_database()").strip())  # not another suite's pg_dump
         assert child.wait(timeout=60) == 1
     finally:
         holder.release()
