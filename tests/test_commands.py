@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 
+from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore
 
 from .conftest import fingerprint, manage, psql
@@ -240,3 +241,12 @@ def test_local_admin_login_is_created_once_and_reset_only_when_asked(settings, t
     assert new_password != password and new_password in login_file.read_text()
     assert client.get("/admin/").status_code == 302  # the old session ended with the old password
     assert client.login(username="admin", password=new_password)
+
+
+def test_busy_database_says_since_when_in_the_same_time_format(settings):
+    settings.TIME_ZONE = "Asia/Kolkata"
+    started = datetime(2026, 3, 5, 3, 53, tzinfo=ZoneInfo("UTC"))  # 09:23 in Kolkata
+    running = BackupJob.objects.create(database="sqlite", status=BackupStatus.RUNNING, started_at=started)
+    with get_engine("sqlite").lock():  # as the process running that backup holds it
+        with pytest.raises(CommandError, match=rf"Backup #{running.pk} of database 'sqlite' is running \(started 09:23, 5 Mar"):
+            run("backup_create", "--database", "sqlite")

@@ -1,10 +1,9 @@
-"""What every backup command shares: JSON output, argument errors, prompts, and how sizes and times read."""
+"""What every backup command shares: JSON output, argument errors, prompts, BackupError as CommandError."""
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
-from django.utils import dateformat, timezone
 from django.utils.translation import gettext as _
 
 from backups_app.errors import BackupError
@@ -57,20 +56,3 @@ class BackupCommand(BaseCommand):
         )
         parser.epilog = _("Exit status: 0 done, or cancelled at the question; 1 failed; 2 bad arguments.")
 
-
-def human_size(size):
-    if size is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-
-
-def human_time(moment):
-    """Return a moment as '09:23, 26 Nov' in the server's time zone, with the year if it is not this one."""
-    if moment is None:
-        return "-"
-    local = timezone.localtime(moment)
-    same_year = local.year == timezone.localtime().year
-    return dateformat.format(local, "H:i, j M" if same_year else "H:i, j M Y")

@@ -1,9 +1,10 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
+from backups_app.humanize import human_size, human_time
 from backups_app.selectors import backup_to_dict
 
-from ._common import BackupCommand, human_size, human_time
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):

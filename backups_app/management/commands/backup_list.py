@@ -1,7 +1,8 @@
+from backups_app.humanize import human_size, human_time
 from backups_app.models import BackupJob, BackupStatus
 from backups_app.selectors import backup_to_dict
 
-from ._common import BackupCommand, human_size, human_time
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):

@@ -2,10 +2,11 @@ from django.utils.translation import gettext as _
 
 from backups_app import services
 from backups_app.errors import BackupError
+from backups_app.humanize import human_time
 from backups_app.models import Restore, RestoreStatus
 from backups_app.selectors import backup_to_dict, get_backup
 
-from ._common import BackupCommand, human_time
+from ._common import BackupCommand
 
 
 def get_restore(pk):

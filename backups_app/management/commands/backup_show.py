@@ -1,8 +1,9 @@
 from django.utils.translation import gettext as _
 
+from backups_app.humanize import human_time
 from backups_app.selectors import backup_to_dict, get_backup
 
-from ._common import BackupCommand, human_time
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):
