@@ -1,11 +1,12 @@
-# Quick start: `make run` (the app on SQLite, with an admin login) and `make test` (the whole suite).
+# Quick start: `make run` (the app on SQLite, with an admin login; HOST= and PORT= to change where it listens)
+# and `make test` (the whole suite).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install system-deps bench clean screenshots
+.PHONY: run admin-password test install system-deps bench clean screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ run: install .env
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py create_local_admin --url http://$(HOST):$(PORT)/admin/
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+# A new password for the local admin (kept in .admin-login); logs its open sessions out.
+admin-password: install .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py create_local_admin --reset --url http://$(HOST):$(PORT)/admin/
 
 # Installs what the tests need (system packages, PostgreSQL running) and runs the whole suite.
 system-deps:

@@ -5,16 +5,30 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
+from django.urls import reverse
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGILA = ROOT / "tests" / "fixtures" / "pagila"
 PAGILA_TEMPLATE = f"backups_pagila_template_{settings.RUN_ID}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip what needs PostgreSQL when TEST_DATABASE_URL is not a PostgreSQL server (see tests.settings)."""
+    if settings.POSTGRESQL:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: TEST_DATABASE_URL is not a postgres:// URL")
+    for item in items:
+        db = item.get_closest_marker("django_db")
+        if (item.get_closest_marker("postgresql") or {"pagila", "pagila_template"} & set(item.fixturenames)
+                or (db and "target" in (db.kwargs.get("databases") or ()))):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -108,17 +122,65 @@ def fingerprint(alias: str) -> dict:
     return result
 
 
+def database_url(alias: str) -> str:
+    """The URL of a configured alias (its test database), password included."""
+    params = connections[alias].settings_dict
+    if "sqlite" in params["ENGINE"]:
+        return f"sqlite:///{params['NAME']}"
+    credentials = params["USER"] + (f":{params['PASSWORD']}" if params.get("PASSWORD") else "")
+    return f"postgres://{credentials}@{params['HOST']}:{params['PORT'] or 5432}/{params['NAME']}"
+
+
+def url(name: str, *args) -> str:
+    """The path of a backup admin page, e.g. url("restore", 3)."""
+    return reverse(f"admin:backups_app_backupjob_{name}", args=args)
+
+
+def wait_for(predicate, timeout=30):
+    """Return predicate()'s first true value, polling it until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result
+
+
+class LockHolder:
+    """A psql session holding a lock (taken by `statement`) in a database until released."""
+
+    def __init__(self, alias: str, statement: str):
+        params = connections[alias].settings_dict
+        self.alias = alias
+        self.name = f"backups-test-lock-holder-{os.getpid()}"
+        self.process = subprocess.Popen(
+            ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PGAPPNAME": self.name, "PGPASSWORD": params.get("PASSWORD") or ""},
+        )
+        self.process.stdin.write(f"BEGIN; {statement}; SELECT pg_sleep(600);\n")
+        self.process.stdin.flush()
+        deadline = time.monotonic() + 10
+        # Only this session's locks count: other suites may share the server.
+        while psql(alias, "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE application_name = "
+                          f"'{self.name}' AND granted AND relation IS NOT NULL").strip() == "0":
+            assert time.monotonic() < deadline, "the lock was never taken"
+            time.sleep(0.05)
+
+    def release(self):
+        # Killing psql alone would leave its backend asleep in pg_sleep, still holding the lock.
+        psql(self.alias, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{self.name}'")
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
 def child_env(backup_dir) -> dict[str, str]:
     """The environment for a manage.py child process that must see this test's databases and storage."""
-    default, target = connections["default"].settings_dict, connections["target"].settings_dict
-    url = f"postgres://{default['USER']}@{default['HOST']}:{default['PORT'] or 5432}/{default['NAME']}"
-    if default.get("PASSWORD"):
-        url = url.replace("@", f":{default['PASSWORD']}@", 1)
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "TEST_DATABASE_URL": url,
-        "TEST_TARGET_NAME": target["NAME"],
+        "TEST_DATABASE_URL": database_url("default"),
+        "TEST_TARGET_NAME": connections["target"].settings_dict["NAME"],
         "TEST_SQLITE_PATH": str(connections["sqlite"].settings_dict["NAME"]),
         "TEST_BACKUP_DIRECTORY": str(backup_dir),
     }
@@ -130,10 +192,6 @@ def manage(backup_dir, *args: str, **popen_kwargs) -> subprocess.Popen:
         [sys.executable, str(ROOT / "manage.py"), *args], env=child_env(backup_dir), cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs,
     )
-
-
-def rows(alias: str, sql: str) -> list[str]:
-    return psql(alias, sql).splitlines()
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,16 @@ from config.settings import DATABASES, env  # noqa: E402
 _scratch = tempfile.mkdtemp(prefix="backups-tests-")
 # Test databases are named per run, so that two suites can share one PostgreSQL server.
 RUN_ID = os.environ.get("TEST_RUN_ID") or str(os.getpid())
-DATABASES["default"]["TEST"] = {"NAME": f"test_backups_{RUN_ID}"}
+# With a sqlite:// TEST_DATABASE_URL the catalog is a scratch file and the tests that need PostgreSQL
+# are skipped (tests.conftest), so the SQLite and admin tests run on a machine without it.
+POSTGRESQL = "postgresql" in DATABASES["default"]["ENGINE"]
+DATABASES["default"]["TEST"] = {"NAME": f"test_backups_{RUN_ID}" if POSTGRESQL else f"{_scratch}/catalog.sqlite3"}
 
 # A database the tests fill with pagila and restore over; Django never migrates it (tests.routers).
 DATABASES["target"] = {
     **DATABASES["default"],
     "NAME": os.environ.get("TEST_TARGET_NAME", "backups_target"),
-    "TEST": {"NAME": f"test_backups_target_{RUN_ID}"},
+    "TEST": {"NAME": f"test_backups_target_{RUN_ID}" if POSTGRESQL else f"{_scratch}/target.sqlite3"},
 }
 _sqlite = os.environ.get("TEST_SQLITE_PATH", f"{_scratch}/sqlite.sqlite3")
 DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_sqlite}")

@@ -27,13 +27,9 @@ from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
-from .conftest import child_env, fingerprint, psql
+from .conftest import child_env, fingerprint, psql, url
 
 SQLITE = pytest.mark.django_db(databases=["default", "sqlite"])
-
-
-def url(name, *args):
-    return reverse(f"admin:backups_app_backupjob_{name}", args=args)
 
 
 @pytest.fixture

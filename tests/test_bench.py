@@ -8,10 +8,14 @@ import pytest
 
 from bench import run
 
+from .conftest import database_url
 
+
+@pytest.mark.postgresql
 @pytest.mark.django_db(databases=[])
 def test_benchmark_smoke_run_completes_every_step(capsys):
-    results = run.main(["--smoke"])
+    server = database_url("default").rsplit("/", 1)[0]  # the server of TEST_DATABASE_URL, like every test
+    results = run.main(["--smoke", "--server-url", server])
     assert results["ok"], results["errors"]
     summary = results["scales"][0]["summary"]
     for operation in ("pg_dump -Fc -Z0 | zstd", "project backup", "pg_restore -1 (empty db)",

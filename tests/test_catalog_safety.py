@@ -18,7 +18,7 @@ from backups_app.engines import get_engine
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
 
-from .conftest import ROOT, child_env, manage, psql
+from .conftest import ROOT, LockHolder, child_env, database_url, manage, psql, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -102,14 +102,6 @@ def wait_until_finished(restore, timeout=90):
         time.sleep(0.2)
 
 
-def wait_for(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return result
-
-
 def backdate(job, days):
     BackupJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=days))
     job.refresh_from_db()
@@ -139,8 +131,6 @@ def test_cleanup_skips_and_delete_refuses_a_backup_that_a_restore_uses(pagila, b
 
 
 def test_cleanup_while_a_restore_runs_keeps_its_backup_and_the_restore_succeeds(pagila, backup_dir):
-    from .test_services import LockHolder
-
     old = backdate(services.create_backup(database=pagila), days=30)
     services.create_backup(database=pagila)
     psql(pagila, "UPDATE film SET title = 'changed'")
@@ -180,8 +170,6 @@ def test_a_backup_between_the_restore_request_and_its_process_does_not_cancel_it
 def test_a_restore_that_loses_the_race_to_a_backup_says_which_backup_was_running(
     pagila, backup_dir, detached_env, admin_user
 ):
-    from .test_services import LockHolder
-
     backup = services.create_backup(database=pagila)
     holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # the next backup's pg_dump waits
     try:
@@ -206,10 +194,8 @@ def test_a_restore_that_loses_the_race_to_a_backup_says_which_backup_was_running
 def test_restoring_the_catalog_database_through_a_second_alias_keeps_the_catalog(backup_dir):
     old = services.create_backup(database="default")
     newer = services.create_backup(database="default", description="made after")
-    default = connection.settings_dict
-    twin_url = f"postgres://{default['USER']}@localhost:{default['PORT'] or 5432}/{default['NAME']}"
-    if default.get("PASSWORD"):
-        twin_url = twin_url.replace("@", f":{default['PASSWORD']}@", 1)
+    host = connection.settings_dict["HOST"]
+    twin_url = database_url("default").replace(f"@{host}:", "@localhost:" if host != "localhost" else "@127.0.0.1:")
 
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "backup_restore", str(old.pk), "--database", "twin", "--no-input",

@@ -3,16 +3,20 @@
 import hashlib
 import json
 import os
+import subprocess
+from datetime import datetime
 from io import StringIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 
-from backups_app.models import BackupJob, BackupStatus
+from backups_app.engines import get_engine
+from backups_app.models import BackupJob, BackupStatus, Restore
 
-from .conftest import psql
+from .conftest import fingerprint, manage, psql
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
 
@@ -153,3 +157,96 @@ def test_sqlite_alias_backup_from_command(backup_dir):
         cursor.execute("CREATE TABLE IF NOT EXISTS t (id integer)")
     job = json.loads(run("backup_create", "--database", "sqlite", "--compression", "gzip", "--json"))
     assert job["file_name"].endswith(".sqlite3.gz") and job["engine"] == "sqlite"
+
+
+def test_restore_into_another_database_says_so_with_a_readable_time(pagila, settings, monkeypatch):
+    settings.TIME_ZONE = "Asia/Kolkata"  # +05:30: a time printed in UTC would show 03:53, not 09:23
+    job = json.loads(run("backup_create", "--database", pagila, "--json"))
+    taken = datetime.fromisoformat(job["created"]).astimezone(ZoneInfo("Asia/Kolkata"))
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt: prompts.append(prompt) or "no")
+    before = fingerprint("default")
+
+    assert "Restore cancelled." in run("backup_restore", str(job["id"]), "--database", "default")
+
+    expected = f"backup #{job['id']} of database target (taken {taken:%H:%M}, {taken.day} {taken:%b}) into database default"
+    assert expected in prompts[0] and "another database" in prompts[0]
+    assert fingerprint("default") == before
+    listed = run("backup_list")
+    assert f"{taken:%H:%M}, {taken.day} {taken:%b}" in listed and job["created"][:10] not in listed
+
+
+def test_show_tells_when_a_restore_started_and_backups_are_created_before_they_start(monkeypatch):
+    job = json.loads(run("backup_create", "--database", "sqlite", "--json"))
+    backup = BackupJob.objects.get(pk=job["id"])
+    assert backup.created_at <= backup.started_at
+    restore = json.loads(run("backup_restore", str(job["id"]), "--no-input", "--no-safety-backup", "--json"))
+    started = datetime.fromisoformat(restore["started"])
+
+    shown = run("backup_show", str(job["id"]))
+
+    assert "completed at" not in shown
+    assert f"#{restore['restore_id']} into sqlite, completed; started {started:%H:%M}, {started.day} {started:%b}" in shown
+
+
+@pytest.mark.parametrize("args, error", [
+    (["backup_list", "--status", "complete"], "argument --status: invalid choice: 'complete' (choose from "),
+    (["backup_create", "--database", "nope"], "argument --database: invalid choice: 'nope' (choose from "),
+    (["backup_create", "--compression", "zip"], "argument --compression: invalid choice: 'zip' (choose from "),
+    (["backup_download", "1"], "the following arguments are required: --output/-o"),
+])
+def test_argument_mistakes_print_one_line_and_a_hint_and_exit_2(backup_dir, args, error):
+    process = manage(backup_dir, *args)
+    _, stderr = process.communicate(timeout=60)
+    lines = stderr.splitlines()
+    assert process.returncode == 2
+    assert len(lines) == 2 and lines[0].startswith(f"{args[0]}: error: {error}"), stderr
+    assert lines[1] == f"Run 'manage.py {args[0]} --help' for usage."
+    assert not BackupJob.objects.exists()
+
+
+def test_help_documents_the_exit_status(backup_dir):
+    restore_help = manage(backup_dir, "backup_restore", "--help").communicate(timeout=60)[0]
+    assert "Exit status: 0 done, or cancelled at the question; 1 failed; 2 bad arguments." in " ".join(restore_help.split())
+    list_help = manage(backup_dir, "backup_list", "--help").communicate(timeout=60)[0]
+    assert "Exit status: 0 done, 1 failed, 2 bad arguments." in " ".join(list_help.split())
+
+
+def test_restore_prompt_without_a_terminal_cancels(backup_dir):
+    job = json.loads(run("backup_create", "--database", "sqlite", "--json"))
+    process = manage(backup_dir, "backup_restore", str(job["id"]), stdin=subprocess.DEVNULL)
+    stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (0, "")
+    assert "Restore cancelled." in stdout
+    assert not Restore.objects.exists()
+
+
+def test_local_admin_login_is_created_once_and_reset_only_when_asked(settings, tmp_path, client):
+    settings.DEBUG = True
+    login_file = tmp_path / ".admin-login"
+
+    def local_admin(*args):
+        output = run("create_local_admin", "--login-file", str(login_file), *args)
+        return output.split("password ")[1].strip()
+
+    password = local_admin()
+    assert login_file.stat().st_mode & 0o777 == 0o600 and password in login_file.read_text()
+    assert client.login(username="admin", password=password)
+    assert client.get("/admin/").status_code == 200
+
+    assert local_admin() == password  # `make run` again: the same login, the open session still works
+    assert client.get("/admin/").status_code == 200
+
+    new_password = local_admin("--reset")  # `make admin-password`
+    assert new_password != password and new_password in login_file.read_text()
+    assert client.get("/admin/").status_code == 302  # the old session ended with the old password
+    assert client.login(username="admin", password=new_password)
+
+
+def test_busy_database_says_since_when_in_the_same_time_format(settings):
+    settings.TIME_ZONE = "Asia/Kolkata"
+    started = datetime(2026, 3, 5, 3, 53, tzinfo=ZoneInfo("UTC"))  # 09:23 in Kolkata
+    running = BackupJob.objects.create(database="sqlite", status=BackupStatus.RUNNING, started_at=started)
+    with get_engine("sqlite").lock():  # as the process running that backup holds it
+        with pytest.raises(CommandError, match=rf"Backup #{running.pk} of database 'sqlite' (is|was) running \(started 09:23, 5 Mar"):
+            run("backup_create", "--database", "sqlite")

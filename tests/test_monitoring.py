@@ -21,7 +21,7 @@ from backups_app import services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus
 
-from .conftest import ROOT, child_env
+from .conftest import ROOT, LockHolder, child_env
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -150,33 +150,10 @@ def test_json_output_has_the_level_and_each_problem():
     assert [(p["level"], p["code"], p["database"]) for p in report["problems"]] == [("critical", "stale", "default")]
 
 
-class LockHolder:
-    """A psql session that holds an exclusive lock on a pagila table, so that pg_dump waits."""
-
-    def __init__(self, alias, table):
-        params = connections[alias].settings_dict
-        self.name = f"monitoring-test-{os.getpid()}"
-        self.process = subprocess.Popen(
-            ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PGAPPNAME": self.name},
-        )
-        self.process.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);\n")
-        self.process.stdin.flush()
-        self.alias = alias
-
-    def release(self):
-        from .conftest import psql
-
-        psql(self.alias, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{self.name}'")
-        self.process.kill()
-        self.process.wait()
-
-
 def test_backup_of_a_killed_process_is_reported_then_marked_failed(pagila, backup_dir, settings, client):
     settings.BACKUP_DATABASES = [pagila]
     services.create_backup(database=pagila)
-    holder = LockHolder(pagila, "film")
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
     try:
         child = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "backup_create", "--database", pagila],
                                  env=child_env(backup_dir), cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -1,12 +1,14 @@
 """Backups and restores of a real PostgreSQL database (pagila: partitioned tables, large objects)."""
 
+import time
+
 import pytest
 
 from backups_app import services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 
-from .conftest import fingerprint, psql, rows
+from .conftest import LockHolder, fingerprint, psql
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -62,33 +64,19 @@ def test_restore_that_fails_part_way_leaves_database_unchanged(pagila):
 
 
 def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(pagila, settings):
-    import subprocess
-    import time
-
     settings.BACKUP_LOCK_TIMEOUT = 1
     job = services.create_backup(database=pagila)
-    params = __import__("django.db").db.connections[pagila].settings_dict
-    holder = subprocess.Popen(
-        ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )
+    holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS SHARE MODE")
     try:
-        holder.stdin.write("BEGIN; LOCK TABLE film IN ACCESS SHARE MODE; SELECT pg_sleep(600);\n")
-        holder.stdin.flush()
-        for _ in range(100):
-            if rows(pagila, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'film' AND l.granted") != ["0"]:
-                break
-            time.sleep(0.1)
         started = time.monotonic()
         with pytest.raises(BackupError, match="held locks .* --terminate-connections"):
             services.restore_backup(backup=job, safety_backup=False)
         assert time.monotonic() - started < 30
 
         services.restore_backup(backup=job, safety_backup=False, terminate_sessions=True)
-        assert holder.wait(timeout=10) != 0  # its session was ended
+        assert holder.process.wait(timeout=10) != 0  # its session was ended
     finally:
-        holder.kill()
-        holder.wait()
+        holder.release()
 
 
 def test_catalog_survives_restore_of_its_own_database(django_user_model):

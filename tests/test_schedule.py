@@ -12,7 +12,6 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connections
 from django.utils import timezone
 from django_crontab.crontab import Crontab
 
@@ -20,22 +19,18 @@ from backups_app import schedule, services
 from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger
 
-from .conftest import ROOT
+from .conftest import ROOT, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
 
 def production_env(backup_dir, **extra) -> dict[str, str]:
     """The environment of a `manage.py` child on the production settings, over this test's catalog."""
-    params = connections["default"].settings_dict
-    url = f"postgres://{params['USER']}@{params['HOST']}:{params['PORT'] or 5432}/{params['NAME']}"
-    if params.get("PASSWORD"):
-        url = url.replace("@", f":{params['PASSWORD']}@", 1)
     return {
         "PATH": os.environ["PATH"],
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_SECRET_KEY": "tests-only-not-secret",
-        "DATABASE_URL": url,
+        "DATABASE_URL": database_url("default"),
         "BACKUP_DIRECTORY": str(backup_dir),
         **extra,
     }
@@ -137,7 +132,7 @@ def test_failing_cron_job_exits_non_zero_and_leaves_a_failed_job_with_its_reason
 
 
 def test_busy_cron_job_exits_75(pagila, backup_dir):
-    env = production_env(backup_dir, DATABASE_URL_TARGET=_url_of(pagila), BACKUP_DATABASES="target")
+    env = production_env(backup_dir, DATABASE_URL_TARGET=database_url(pagila), BACKUP_DATABASES="target")
     with get_engine(pagila).lock():
         result = subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), "crontab", "run",
@@ -147,11 +142,6 @@ def test_busy_cron_job_exits_75(pagila, backup_dir):
     assert result.returncode == schedule.EXIT_SKIPPED, result.stderr
     assert "WARNING backups_app.schedule: Scheduled backup of database 'target' skipped" in result.stderr
     assert not BackupJob.objects.exists()
-
-
-def _url_of(alias):
-    params = connections[alias].settings_dict
-    return f"postgres://{params['USER']}@{params['HOST']}:{params['PORT'] or 5432}/{params['NAME']}"
 
 
 def test_scheduled_cleanup_deletes_expired_backups_and_keeps_the_newest(pagila, backup_dir, settings, caplog):

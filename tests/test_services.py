@@ -18,44 +18,9 @@ from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus
 from backups_app.selectors import backup_to_dict
 
-from .conftest import manage, psql
+from .conftest import LockHolder, manage, psql, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
-
-
-class LockHolder:
-    """A psql session holding a lock on a pagila table until released."""
-
-    def __init__(self, alias, statement):
-        params = connections[alias].settings_dict
-        self.alias = alias
-        self.process = subprocess.Popen(
-            ["psql", "-X", "-h", params["HOST"], "-U", params["USER"], "-d", params["NAME"]],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PGAPPNAME": f"backups-test-lock-holder-{os.getpid()}"},
-        )
-        self.process.stdin.write(f"BEGIN; {statement}; SELECT pg_sleep(600);\n")
-        self.process.stdin.flush()
-        deadline = time.monotonic() + 10
-        while psql(alias, "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL").strip() == "0":
-            assert time.monotonic() < deadline, "the lock was never taken"
-            time.sleep(0.05)
-
-    def release(self):
-        # Killing psql alone would leave its backend asleep in pg_sleep, still holding the lock.
-        psql(self.alias, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         f"WHERE application_name = 'backups-test-lock-holder-{os.getpid()}'")
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-
-def wait_for(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return result
 
 
 def test_second_operation_on_a_database_is_refused_naming_the_running_job(pagila):
@@ -241,7 +206,8 @@ def test_session_terminated_mid_dump_fails_with_the_reason(pagila, backup_dir):
     try:
         child = manage(backup_dir, "backup_create", "--database", pagila)
         wait_for(lambda: psql(pagila, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                                      "application_name = 'django-backups' AND wait_event_type = 'Lock'").strip())
+                                      "application_name = 'django-backups' AND wait_event_type = 'Lock' "
+                                      "AND datname = current_database()").strip())  # not another suite's pg_dump
         assert child.wait(timeout=60) == 1
     finally:
         holder.release()

@@ -33,13 +33,16 @@ def _archive_name(job: BackupJob, engine: Engine) -> str:
 def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     """Dump, compress and hash in one streaming pass; the caller holds the database's lock."""
     job.status = BackupStatus.RUNNING
-    job.started_at = timezone.now()
     job.engine = engine.name
     for field, value in _process_fields().items():
         setattr(job, field, value)
-    job.save()  # gives a new job its id, which the archive's name carries
+    if job.pk is None:
+        # The first save sets created_at (auto_now_add) and gives the id the archive's name carries;
+        # it comes before started_at so that no backup reads as started before it was created.
+        job.save()
+    job.started_at = timezone.now()
     job.file_name = _archive_name(job, engine)
-    job.save(update_fields=["file_name"])
+    job.save()
     try:
         info = engine.describe()
         job.server_version, job.tool_version = info.server_version, info.tool_version

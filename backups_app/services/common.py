@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 
 from ..engines import get_engine
 from ..errors import BackupError
+from ..humanize import human_time
 from ..models import BackupStatus, Restore, RestoreStatus
 from ..selectors import running_jobs
 
@@ -31,13 +32,13 @@ def _busy_message(database: str) -> str:
         return _(
             "Restore #%(id)s into database %(database)r was running (started %(started)s); try again when it "
             "has finished."
-        ) % {"id": restore.pk, "database": database, "started": restore.started_at}
+        ) % {"id": restore.pk, "database": database, "started": human_time(restore.started_at)}
     job = running_jobs(database).first()
     if job:
         return _(
             "Backup #%(id)s of database %(database)r was running (started %(started)s); try again when it has "
             "finished."
-        ) % {"id": job.pk, "database": database, "started": job.started_at or job.created_at}
+        ) % {"id": job.pk, "database": database, "started": human_time(job.started_at or job.created_at)}
     return _("Another backup or restore of database %(database)r was running; try again when it has finished.") % {
         "database": database
     }

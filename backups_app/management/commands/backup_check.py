@@ -1,4 +1,5 @@
 from django.core.management.base import CommandError
+from django.utils.translation import gettext as _
 
 from backups_app import monitoring
 
@@ -15,6 +16,7 @@ class Command(BackupCommand):
 
     def add_arguments(self, parser):
         self.add_json_argument(parser)
+        parser.epilog = _("Exit status: 0 OK, 1 WARNING, 2 CRITICAL or bad arguments.")
 
     def handle(self, *args, **options):
         report = monitoring.check_health(fail_dead=True)

@@ -1,9 +1,10 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
+from backups_app.humanize import human_size, human_time
 from backups_app.selectors import backup_to_dict
 
-from ._common import BackupCommand, human_size
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):
@@ -33,7 +34,7 @@ class Command(BackupCommand):
             return
         verb = _("Would delete") if options["dry_run"] else _("Deleted")
         for job in plan.expired + plan.failed:
-            self.stdout.write(f"{verb} #{job.pk} {job.database} {job.status} {job.created_at:%Y-%m-%d %H:%M} {job.file_name}")
+            self.stdout.write(f"{verb} #{job.pk} {job.database} {job.status} {human_time(job.created_at)} {job.file_name}")
         for name in plan.leftovers:
             self.stdout.write(f"{verb} {name}")
         self.stdout.write(self.style.SUCCESS(

@@ -1,10 +1,11 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
+from backups_app.humanize import human_size
 from backups_app.models import BackupTrigger, Compression
 from backups_app.selectors import backup_to_dict, get_backup
 
-from ._common import BackupCommand, human_size
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):

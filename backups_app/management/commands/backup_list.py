@@ -1,7 +1,8 @@
+from backups_app.humanize import human_size, human_time
 from backups_app.models import BackupJob, BackupStatus
 from backups_app.selectors import backup_to_dict
 
-from ._common import BackupCommand, human_size
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):
@@ -21,9 +22,9 @@ class Command(BackupCommand):
         if options["json"]:
             self.write_json([backup_to_dict(job) for job in jobs])
             return
-        self.stdout.write(f"{'ID':>6}  {'DATABASE':<12} {'STATUS':<10} {'TRIGGER':<18} {'CREATED':<20} {'SIZE':>9}  FILE")
+        self.stdout.write(f"{'ID':>6}  {'DATABASE':<12} {'STATUS':<10} {'TRIGGER':<18} {'CREATED':<18} {'SIZE':>9}  FILE")
         for job in jobs:
             self.stdout.write(
                 f"{job.pk:>6}  {job.database:<12} {job.status:<10} {job.trigger:<18} "
-                f"{job.created_at:%Y-%m-%d %H:%M:%S}  {human_size(job.size_bytes):>9}  {job.file_name}"
+                f"{human_time(job.created_at):<18} {human_size(job.size_bytes):>9}  {job.file_name}"
             )

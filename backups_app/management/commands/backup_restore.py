@@ -2,6 +2,7 @@ from django.utils.translation import gettext as _
 
 from backups_app import services
 from backups_app.errors import BackupError
+from backups_app.humanize import human_time
 from backups_app.models import Restore, RestoreStatus
 from backups_app.selectors import backup_to_dict, get_backup
 
@@ -42,14 +43,22 @@ class Command(BackupCommand):
     def handle(self, *args, **options):
         backup = get_backup(options["backup_id"])
         database = options["database"] or backup.database
-        question = _(
-            "This replaces the whole content of database %(database)r with backup #%(id)s of %(created)s.\n"
-            "Changes made since then will be lost%(safety)s."
-        ) % {
-            "database": database,
+        if database == backup.database:
+            question = _(
+                "This restores backup #%(id)s of database %(source)s (taken %(taken)s) into database %(database)s, "
+                "replacing its whole content.\nChanges made since then will be lost%(safety)s."
+            )
+        else:
+            question = _(
+                "This restores backup #%(id)s of database %(source)s (taken %(taken)s) into database %(database)s: "
+                "a backup of another database.\nEverything database %(database)s holds now will be lost%(safety)s."
+            )
+        question %= {
             "id": backup.pk,
-            "created": backup.created_at,
-            "safety": _(" (a safety backup is taken first)") if options["safety_backup"] else "",
+            "source": backup.database,
+            "taken": human_time(backup.created_at),
+            "database": database,
+            "safety": _(" (a safety backup of it is taken first)") if options["safety_backup"] else "",
         }
         if not self.confirm(question, options):
             self.stdout.write(_("Restore cancelled."))

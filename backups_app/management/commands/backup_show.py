@@ -1,3 +1,6 @@
+from django.utils.translation import gettext as _
+
+from backups_app.humanize import human_time
 from backups_app.selectors import backup_to_dict, get_backup
 
 from ._common import BackupCommand
@@ -13,27 +16,33 @@ class Command(BackupCommand):
     def handle(self, *args, **options):
         job = get_backup(options["backup_id"])
         data = backup_to_dict(job)
-        data["restores"] = [
-            {
-                "id": restore.pk,
-                "database": restore.database,
-                "status": restore.status,
-                "requested_by": restore.requested_by_name or None,
-                "started": restore.started_at.isoformat(),
-                "finished": restore.finished_at.isoformat() if restore.finished_at else None,
-                "safety_backup": restore.safety_backup_id,
-                "error": restore.error or None,
-            }
-            for restore in job.restores.all()
-        ]
+        restores = list(job.restores.all())
         if options["json"]:
+            data["restores"] = [
+                {
+                    "id": restore.pk,
+                    "database": restore.database,
+                    "status": restore.status,
+                    "requested_by": restore.requested_by_name or None,
+                    "started": restore.started_at.isoformat(),
+                    "finished": restore.finished_at.isoformat() if restore.finished_at else None,
+                    "safety_backup": restore.safety_backup_id,
+                    "error": restore.error or None,
+                }
+                for restore in restores
+            ]
             self.write_json(data)
             return
+        # Humans read times in the server's time zone; scripts get ISO 8601 from --json.
+        data.update(created=human_time(job.created_at), started=human_time(job.started_at),
+                    finished=human_time(job.finished_at))
         for key, value in data.items():
-            if key != "restores":
-                self.stdout.write(f"{key:>15}: {'' if value is None else value}")
-        for restore in data["restores"]:
-            self.stdout.write(
-                f"{'restore':>15}: #{restore['id']} into {restore['database']} {restore['status']} "
-                f"at {restore['started']} by {restore['requested_by'] or '-'}"
-            )
+            self.stdout.write(f"{key:>15}: {'' if value is None else value}")
+        for restore in restores:
+            self.stdout.write(f"{'restore':>15}: " + _(
+                "#%(id)s into %(database)s, %(status)s; started %(started)s, finished %(finished)s, by %(user)s"
+            ) % {
+                "id": restore.pk, "database": restore.database, "status": restore.status,
+                "started": human_time(restore.started_at), "finished": human_time(restore.finished_at),
+                "user": restore.requested_by_name or "-",
+            })

@@ -1,8 +1,9 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
+from backups_app.humanize import human_size
 
-from ._common import BackupCommand, human_size
+from ._common import BackupCommand
 
 
 class Command(BackupCommand):
