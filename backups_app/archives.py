@@ -146,6 +146,8 @@ def write_manifest(archive_name: str, manifest: dict) -> None:
 
 
 def read_manifest(manifest_name: str) -> dict:
+    if passes_through_link(manifest_name):
+        raise BackupError(_("The manifest %(name)s is a symbolic link; it is not read.") % {"name": manifest_name})
     try:
         with backup_storage().open(manifest_name, "rb") as handle:
             manifest = json.loads(handle.read(1 << 20))
@@ -166,17 +168,33 @@ def checksum(name: str) -> tuple[str, int]:
     return sha256.hexdigest(), size
 
 
+def passes_through_link(name: str) -> bool:
+    """Return whether a storage name is, or lies under, a symbolic link (never, off a local storage).
+
+    Whoever can write to the storage can plant links; following one would read or delete files
+    outside it, and a link to a parent directory would make a recursive listing endless.
+    """
+    path = local_path("")
+    if not path:
+        return False
+    for part in PurePosixPath(name).parts:
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return True
+    return False
+
+
 def delete(name: str) -> bool:
-    """Delete a stored file if it exists; return whether it did."""
+    """Delete a stored file if it exists and no symbolic link leads to it; return whether it did."""
     storage = backup_storage()
-    if name and storage.exists(name):
+    if name and not passes_through_link(name) and storage.exists(name):
         storage.delete(name)
         return True
     return False
 
 
 def list_names() -> list[str]:
-    """Return every file name in the storage, recursively, relative to its root."""
+    """Return every file name in the storage, recursively, relative to its root; symbolic links are left out."""
     storage = backup_storage()
     names, pending = [], [""]
     while pending:
@@ -185,9 +203,14 @@ def list_names() -> list[str]:
             subdirectories, files = storage.listdir(directory)
         except FileNotFoundError:
             continue
-        names += [str(PurePosixPath(directory, f)) if directory else f for f in files]
-        pending += [str(PurePosixPath(directory, d)) if directory else d for d in subdirectories]
+        names += _not_links(directory, files)
+        pending += _not_links(directory, subdirectories)
     return sorted(names)
+
+
+def _not_links(directory: str, entries: list[str]) -> list[str]:
+    names = [str(PurePosixPath(directory, entry)) if directory else entry for entry in entries]
+    return [name for name in names if not (local_path(name) and os.path.islink(local_path(name)))]
 
 
 def storage_name(path: str) -> str:
@@ -206,6 +229,11 @@ def storage_name(path: str) -> str:
     parts = PurePosixPath(path).parts
     if not parts or ".." in parts or PurePosixPath(path).is_absolute():
         raise BackupError(_("%(path)s is not a file name inside the backup storage.") % {"path": path})
+    if passes_through_link(path):
+        raise BackupError(
+            _("%(path)s is a symbolic link or lies under one; copy the file itself into the backup storage.")
+            % {"path": path}
+        )
     if not storage.exists(path):
         raise BackupError(_("There is no file %(path)s in the backup storage.") % {"path": path})
     return str(PurePosixPath(path))
