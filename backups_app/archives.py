@@ -151,7 +151,7 @@ def read_manifest(manifest_name: str) -> dict:
     try:
         with backup_storage().open(manifest_name, "rb") as handle:
             manifest = json.loads(handle.read(1 << 20))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise BackupError(_("The manifest %(name)s cannot be read: %(reason)s.") % {"name": manifest_name, "reason": exc}) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise BackupError(_("%(name)s is not a backup manifest.") % {"name": manifest_name})
