@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -16,9 +17,13 @@ from pathlib import PurePosixPath
 from typing import BinaryIO, Iterator
 
 import zstandard
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
+from django.db import models
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from .errors import BackupError
 from .models import Compression
@@ -29,6 +34,17 @@ MAGIC = {Compression.ZSTD: b"\x28\xb5\x2f\xfd", Compression.GZIP: b"\x1f\x8b"}
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "django-backups-manifest/1"
+SIGNATURE_FIELD = "signature"
+SIGNATURE_SALT = "backups_app.archives.manifest"
+
+
+class Signature(models.TextChoices):
+    """What a manifest's signature says about who wrote it."""
+
+    VALID = "valid", gettext_lazy("signed with this installation's key")
+    UNSIGNED = "unsigned", gettext_lazy("unsigned")
+    INVALID = "invalid", gettext_lazy("badly signed (changed since, or signed with another key)")
+    MISSING = "missing", gettext_lazy("no readable manifest")
 
 
 def backup_storage() -> Storage:
@@ -139,8 +155,33 @@ def write_archive(name: str, compression: str) -> Iterator[tuple[BinaryIO, Hashi
             yield writer, counter
 
 
-def write_manifest(archive_name: str, manifest: dict) -> None:
-    data = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+def manifest_signature(manifest: dict) -> str:
+    """Return the HMAC-SHA256 of a manifest's canonical JSON (sorted keys, without its signature).
+
+    The key (BACKUP_SIGNING_KEY, else derived from SECRET_KEY) is not in the backup storage, so whoever
+    can only write there cannot sign a manifest of an archive of their own making.
+    """
+    content = {key: value for key, value in manifest.items() if key != SIGNATURE_FIELD}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    key = settings.BACKUP_SIGNING_KEY or settings.SECRET_KEY
+    return salted_hmac(SIGNATURE_SALT, canonical, secret=key, algorithm="sha256").hexdigest()
+
+
+def signature_state(manifest: dict) -> Signature:
+    signature = manifest.get(SIGNATURE_FIELD)
+    if signature is None:
+        return Signature.UNSIGNED
+    if isinstance(signature, str) and hmac.compare_digest(signature.encode(), manifest_signature(manifest).encode()):
+        return Signature.VALID
+    return Signature.INVALID
+
+
+def write_manifest(archive_name: str, manifest: dict, *, signed: bool = True) -> None:
+    """Write an archive's manifest; `signed` vouches that this app made the archive."""
+    manifest = {"format": MANIFEST_FORMAT, **manifest}
+    if signed:
+        manifest[SIGNATURE_FIELD] = manifest_signature(manifest)
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode()
     with _staged(archive_name + MANIFEST_SUFFIX) as handle:
         handle.write(data)
 

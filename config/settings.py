@@ -109,6 +109,9 @@ BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
 # Where the processes that the admin starts (backups, restores) write their output.
 BACKUP_JOB_LOG_DIRECTORY = env("BACKUP_JOB_LOG_DIRECTORY", default="")
+# The key that signs the manifests this app writes (HMAC-SHA256), so that a manifest forged in the backup
+# storage is told apart; empty: derived from SECRET_KEY. Keep it out of the backup storage.
+BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default="")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

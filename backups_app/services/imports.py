@@ -60,7 +60,11 @@ def _checked_manifest(manifest: dict, manifest_name: str) -> dict:
 
 @transaction.atomic  # one record or none, even if the process dies half-way
 def import_archive(*, path: str, database: str | None = None, acting_user=None) -> BackupJob:
-    """Register an archive file that lies in the backup storage (with its manifest, if it has one)."""
+    """Register an archive file that lies in the backup storage (with its manifest, if it has one).
+
+    The backup is trusted only when its manifest carries this installation's signature: anyone who can
+    write to the storage can put an archive there, and restoring an archive runs the SQL it holds.
+    """
     name = archives.storage_name(path)
     if name.endswith(archives.MANIFEST_SUFFIX):
         name = name.removesuffix(archives.MANIFEST_SUFFIX)
@@ -98,6 +102,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         checksum_sha256=digest,
         server_version=str(manifest.get("server_version", ""))[:100],
         tool_version=str(manifest.get("tool_version", ""))[:100],
+        trusted=archives.signature_state(manifest) == archives.Signature.VALID,
         **_user_fields(acting_user),
     )
     manifest_id = checked["id"]
@@ -112,7 +117,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         BackupJob.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)
     job.refresh_from_db()
     if not manifest:
-        archives.write_manifest(name, _manifest(job))
+        archives.write_manifest(name, _manifest(job), signed=False)  # the app did not make this archive
     return job
 
 
