@@ -115,6 +115,11 @@ def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
 @contextlib.contextmanager
 def _staged(name: str) -> Iterator[BinaryIO]:
     """Yield a 0600 file to write; on success it becomes `name` in the storage, on failure it is removed."""
+    if passes_through_link(name):
+        raise BackupError(
+            _("%(name)s would be written through a symbolic link in the backup storage; replace the link with a "
+              "directory.") % {"name": name}
+        )
     final_path = local_path(name)
     if final_path:
         directory = os.path.dirname(final_path)
@@ -251,7 +256,7 @@ def list_names() -> list[str]:
 
 def _not_links(directory: str, entries: list[str]) -> list[str]:
     names = [str(PurePosixPath(directory, entry)) if directory else entry for entry in entries]
-    return [name for name in names if not (local_path(name) and os.path.islink(local_path(name)))]
+    return [name for name in names if not passes_through_link(name)]
 
 
 def storage_name(path: str) -> str:

@@ -51,8 +51,12 @@ def test_symbolic_links_in_the_storage_are_never_followed(lost_backup, backup_di
         with pytest.raises(BackupError, match="symbolic link|outside the backup storage"):
             services.import_archive(path=path, database="sqlite")
     services.cleanup_backups(retention_days=0)
+    (backup_dir / "sqlite").rmdir()
+    (backup_dir / "sqlite").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(BackupError, match="would be written through a symbolic link in the backup storage"):
+        services.create_backup(database="sqlite")
 
-    assert BackupJob.objects.count() == 0
+    assert list(BackupJob.objects.values_list("status", flat=True)) == ["failed"]
     assert sorted(p.name for p in outside.iterdir()) == [".leftover.partial", archive_name, archive_name + ".json"]
 
 
