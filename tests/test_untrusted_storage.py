@@ -220,6 +220,8 @@ def test_backups_made_here_are_signed_trusted_and_verified(backup_dir):
     call_command("backup_verify", str(job.pk), stdout=out)
     assert job.trusted and "Manifest: signed with this installation's key." in out.getvalue()
     BackupJob.objects.all().delete()
+    assert services.import_archive(path=job.file_name).trusted  # by path too: the signature decides
+    BackupJob.objects.all().delete()
     (again,), _problems = services.import_scan()
     assert again.trusted and services.restore_backup(backup=again).status == RestoreStatus.COMPLETED
 
