@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -16,9 +17,13 @@ from pathlib import PurePosixPath
 from typing import BinaryIO, Iterator
 
 import zstandard
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
+from django.db import models
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from .errors import BackupError
 from .models import Compression
@@ -29,6 +34,17 @@ MAGIC = {Compression.ZSTD: b"\x28\xb5\x2f\xfd", Compression.GZIP: b"\x1f\x8b"}
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "django-backups-manifest/1"
+SIGNATURE_FIELD = "signature"
+SIGNATURE_SALT = "backups_app.archives.manifest"
+
+
+class Signature(models.TextChoices):
+    """What a manifest's signature says about who wrote it."""
+
+    VALID = "valid", gettext_lazy("signed with this installation's key")
+    UNSIGNED = "unsigned", gettext_lazy("unsigned")
+    INVALID = "invalid", gettext_lazy("badly signed (changed since, or signed with another key)")
+    MISSING = "missing", gettext_lazy("no readable manifest")
 
 
 def backup_storage() -> Storage:
@@ -99,6 +115,11 @@ def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
 @contextlib.contextmanager
 def _staged(name: str) -> Iterator[BinaryIO]:
     """Yield a 0600 file to write; on success it becomes `name` in the storage, on failure it is removed."""
+    if passes_through_link(name):
+        raise BackupError(
+            _("%(name)s would be written through a symbolic link in the backup storage; replace the link with a "
+              "directory.") % {"name": name}
+        )
     final_path = local_path(name)
     if final_path:
         directory = os.path.dirname(final_path)
@@ -139,17 +160,44 @@ def write_archive(name: str, compression: str) -> Iterator[tuple[BinaryIO, Hashi
             yield writer, counter
 
 
-def write_manifest(archive_name: str, manifest: dict) -> None:
-    data = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+def manifest_signature(manifest: dict) -> str:
+    """Return the HMAC-SHA256 of a manifest's canonical JSON (sorted keys, without its signature).
+
+    The key (BACKUP_SIGNING_KEY, else derived from SECRET_KEY) is not in the backup storage, so whoever
+    can only write there cannot sign a manifest of an archive of their own making.
+    """
+    content = {key: value for key, value in manifest.items() if key != SIGNATURE_FIELD}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    key = settings.BACKUP_SIGNING_KEY or settings.SECRET_KEY
+    return salted_hmac(SIGNATURE_SALT, canonical, secret=key, algorithm="sha256").hexdigest()
+
+
+def signature_state(manifest: dict) -> Signature:
+    signature = manifest.get(SIGNATURE_FIELD)
+    if signature is None:
+        return Signature.UNSIGNED
+    if isinstance(signature, str) and hmac.compare_digest(signature.encode(), manifest_signature(manifest).encode()):
+        return Signature.VALID
+    return Signature.INVALID
+
+
+def write_manifest(archive_name: str, manifest: dict, *, signed: bool = True) -> None:
+    """Write an archive's manifest; `signed` vouches that this app made the archive."""
+    manifest = {"format": MANIFEST_FORMAT, **manifest}
+    if signed:
+        manifest[SIGNATURE_FIELD] = manifest_signature(manifest)
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode()
     with _staged(archive_name + MANIFEST_SUFFIX) as handle:
         handle.write(data)
 
 
 def read_manifest(manifest_name: str) -> dict:
+    if passes_through_link(manifest_name):
+        raise BackupError(_("The manifest %(name)s is a symbolic link; it is not read.") % {"name": manifest_name})
     try:
         with backup_storage().open(manifest_name, "rb") as handle:
             manifest = json.loads(handle.read(1 << 20))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise BackupError(_("The manifest %(name)s cannot be read: %(reason)s.") % {"name": manifest_name, "reason": exc}) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise BackupError(_("%(name)s is not a backup manifest.") % {"name": manifest_name})
@@ -166,17 +214,33 @@ def checksum(name: str) -> tuple[str, int]:
     return sha256.hexdigest(), size
 
 
+def passes_through_link(name: str) -> bool:
+    """Return whether a storage name is, or lies under, a symbolic link (never, off a local storage).
+
+    Whoever can write to the storage can plant links; following one would read or delete files
+    outside it, and a link to a parent directory would make a recursive listing endless.
+    """
+    path = local_path("")
+    if not path:
+        return False
+    for part in PurePosixPath(name).parts:
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return True
+    return False
+
+
 def delete(name: str) -> bool:
-    """Delete a stored file if it exists; return whether it did."""
+    """Delete a stored file if it exists and no symbolic link leads to it; return whether it did."""
     storage = backup_storage()
-    if name and storage.exists(name):
+    if name and not passes_through_link(name) and storage.exists(name):
         storage.delete(name)
         return True
     return False
 
 
 def list_names() -> list[str]:
-    """Return every file name in the storage, recursively, relative to its root."""
+    """Return every file name in the storage, recursively, relative to its root; symbolic links are left out."""
     storage = backup_storage()
     names, pending = [], [""]
     while pending:
@@ -185,9 +249,14 @@ def list_names() -> list[str]:
             subdirectories, files = storage.listdir(directory)
         except FileNotFoundError:
             continue
-        names += [str(PurePosixPath(directory, f)) if directory else f for f in files]
-        pending += [str(PurePosixPath(directory, d)) if directory else d for d in subdirectories]
+        names += _not_links(directory, files)
+        pending += _not_links(directory, subdirectories)
     return sorted(names)
+
+
+def _not_links(directory: str, entries: list[str]) -> list[str]:
+    names = [str(PurePosixPath(directory, entry)) if directory else entry for entry in entries]
+    return [name for name in names if not passes_through_link(name)]
 
 
 def storage_name(path: str) -> str:
@@ -206,6 +275,11 @@ def storage_name(path: str) -> str:
     parts = PurePosixPath(path).parts
     if not parts or ".." in parts or PurePosixPath(path).is_absolute():
         raise BackupError(_("%(path)s is not a file name inside the backup storage.") % {"path": path})
+    if passes_through_link(path):
+        raise BackupError(
+            _("%(path)s is a symbolic link or lies under one; copy the file itself into the backup storage.")
+            % {"path": path}
+        )
     if not storage.exists(path):
         raise BackupError(_("There is no file %(path)s in the backup storage.") % {"path": path})
     return str(PurePosixPath(path))

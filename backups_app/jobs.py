@@ -126,7 +126,8 @@ def _start_backup_process(job: BackupJob) -> None:
 
 
 def start_restore(
-    *, backup: BackupJob, database: str, safety_backup: bool, terminate_sessions: bool, acting_user
+    *, backup: BackupJob, database: str, safety_backup: bool, terminate_sessions: bool, acting_user,
+    trust_archive: bool = False,
 ) -> Restore:
     """Record a PENDING restore and start a detached process that runs it; return the record at once."""
     restore = Restore.objects.create(
@@ -141,6 +142,8 @@ def start_restore(
         args.append("--no-safety-backup")
     if terminate_sessions:
         args.append("--terminate-connections")
+    if trust_archive:
+        args.append("--trust-archive")
     transaction.on_commit(lambda: _start_restore_process(restore, args))
     return restore
 

@@ -55,6 +55,15 @@ class BackupJob(models.Model):
     error = models.TextField(_("error"), blank=True)
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.IntegerField(_("process id"), null=True, blank=True)
+    # Whoever can write to the backup storage could plant an archive that runs SQL when restored.
+    trusted = models.BooleanField(
+        _("trusted"),
+        default=True,
+        help_text=_(
+            "Made by this application, or imported with a manifest it signed; any other archive is restored "
+            "only when someone says they trust it."
+        ),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

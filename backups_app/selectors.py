@@ -103,4 +103,5 @@ def backup_to_dict(job: BackupJob) -> dict:
         "server_version": job.server_version or None,
         "tool_version": job.tool_version or None,
         "error": job.error or None,
+        "trusted": job.trusted,
     }

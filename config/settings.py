@@ -119,6 +119,9 @@ BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
 # installation alone (0700), never a shared one such as /tmp, where another user or installation could
 # put files or symlinks.
 BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", "var/job-logs")
+# The key that signs the manifests this app writes (HMAC-SHA256), so that a manifest forged in the backup
+# storage is told apart; empty: derived from SECRET_KEY. Keep it out of the backup storage.
+BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default="")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -40,7 +40,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
                            "error_text"]}),
         (gettext_lazy("Timing"), {"fields": ["created_at", "started", "finished", "duration"]}),
         (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
-                                              "checksum", "server_version", "tool_version"]}),
+                                              "checksum", "trusted", "server_version", "tool_version"]}),
         (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
         (gettext_lazy("Restores from this backup"), {"fields": ["restore_history"]}),
         (gettext_lazy("Manifest"), {"fields": ["manifest"]}),
@@ -255,6 +255,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
             database=form.cleaned_data["database"],
             safety_backup=form.cleaned_data["safety_backup"],
             terminate_sessions=form.cleaned_data["terminate_sessions"],
+            trust_archive=form.cleaned_data.get("trust_archive", False),
             acting_user=request.user,
         )
         # The LogEntry is written once the restore has finished (jobs.log_finished_restores): restoring

@@ -74,10 +74,19 @@ class RestoreForm(forms.Form):
         label=gettext_lazy("To confirm, type the database's alias or name"), max_length=255,
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
+    trust_archive = forms.BooleanField(
+        label=gettext_lazy("I trust everyone who could write to the backup storage"), required=False,
+        help_text=gettext_lazy(
+            "This archive was imported without a manifest signed by this installation: whoever could write to "
+            "the backup storage may have made it, and restoring it runs whatever SQL it holds."
+        ),
+    )
 
     def __init__(self, *args, backup: BackupJob, **kwargs):
         super().__init__(*args, **kwargs)
         self.backup = backup
+        if backup.trusted:
+            del self.fields["trust_archive"]
         self.fields["database"].choices = database_choices(backup.engine)
         self.fields["database"].initial = backup.database
         self.fields["terminate_sessions"].help_text = _(

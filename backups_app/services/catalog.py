@@ -64,17 +64,28 @@ class VerifyResult:
     backup: BackupJob
     ok: bool
     problem: str
+    signature: archives.Signature  # of the manifest in the storage now
+
+
+def manifest_signature_state(job: BackupJob) -> archives.Signature:
+    name = job.file_name + archives.MANIFEST_SUFFIX
+    try:
+        return archives.signature_state(archives.read_manifest(name)) if job.file_name else archives.Signature.MISSING
+    except BackupError:
+        return archives.Signature.MISSING
 
 
 def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
-    """Recompute an archive's checksum and read it through; never changes anything."""
+    """Recompute an archive's checksum and read it through, and check its manifest's signature;
+    never changes anything."""
     backup = get_backup(backup)
+    signature = manifest_signature_state(backup)
     if not backup.is_usable:
         return VerifyResult(
-            backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}
+            backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}, signature
         )
     problem = _verify_archive(backup)
-    return VerifyResult(backup, not problem, problem)
+    return VerifyResult(backup, not problem, problem, signature)
 
 
 def archive_tables(*, backup: BackupJob | int) -> list[str]:

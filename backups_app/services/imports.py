@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
 from django.core.management.color import no_style
-from django.db import connections, router
+from django.db import connections, router, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from .. import archives
@@ -14,8 +19,53 @@ from .backup import _manifest
 from .common import _user_fields
 
 
+MAX_ID = 2**63 - 1  # a bigint primary key
+
+
+def _invalid(manifest_name: str, field: str, value) -> BackupError:
+    return BackupError(
+        _('The manifest %(name)s has an invalid "%(field)s" value %(value)s; correct or remove it, then import again.')
+        % {"name": manifest_name, "field": field, "value": repr(value)[:80]}
+    )
+
+
+def _manifest_time(manifest: dict, field: str, manifest_name: str) -> datetime | None:
+    value = manifest.get(field)
+    if value is None:
+        return None
+    try:
+        moment = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but impossible, e.g. month 13
+        moment = None
+    if moment is None:
+        raise _invalid(manifest_name, field, value)
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt_timezone.utc)
+
+
+def _checked_manifest(manifest: dict, manifest_name: str) -> dict:
+    """Return the manifest's id and times as the catalog stores them; raise BackupError on a bad one."""
+    manifest_id = manifest.get("id")
+    if manifest_id is not None and (type(manifest_id) is not int or not 0 < manifest_id <= MAX_ID):
+        raise _invalid(manifest_name, "id", manifest_id)
+    for field, limit in (("database", 100), ("description", None), ("server_version", None), ("tool_version", None)):
+        value = manifest.get(field) or ""
+        # PostgreSQL refuses NUL characters in text, and an alias longer than its column.
+        if not isinstance(value, str) or "\x00" in value or (limit and len(value) > limit):
+            raise _invalid(manifest_name, field, value)
+    return {
+        "id": manifest_id,
+        "created": _manifest_time(manifest, "created", manifest_name),
+        "finished": _manifest_time(manifest, "finished", manifest_name),
+    }
+
+
+@transaction.atomic  # one record or none, even if the process dies half-way
 def import_archive(*, path: str, database: str | None = None, acting_user=None) -> BackupJob:
-    """Register an archive file that lies in the backup storage (with its manifest, if it has one)."""
+    """Register an archive file that lies in the backup storage (with its manifest, if it has one).
+
+    The backup is trusted only when its manifest carries this installation's signature: anyone who can
+    write to the storage can put an archive there, and restoring an archive runs the SQL it holds.
+    """
     name = archives.storage_name(path)
     if name.endswith(archives.MANIFEST_SUFFIX):
         name = name.removesuffix(archives.MANIFEST_SUFFIX)
@@ -27,6 +77,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
     digest, size = archives.checksum(name)
     manifest_name = name + archives.MANIFEST_SUFFIX
     manifest = archives.read_manifest(manifest_name) if archives.backup_storage().exists(manifest_name) else {}
+    checked = _checked_manifest(manifest, manifest_name)
     if manifest and (manifest.get("sha256") != digest or manifest.get("size") != size):
         raise BackupError(
             _("%(name)s does not match its manifest's checksum; the archive or the manifest was changed.")
@@ -52,24 +103,25 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         checksum_sha256=digest,
         server_version=str(manifest.get("server_version", ""))[:100],
         tool_version=str(manifest.get("tool_version", ""))[:100],
+        trusted=archives.signature_state(manifest) == archives.Signature.VALID,
         **_user_fields(acting_user),
     )
-    manifest_id = manifest.get("id")
-    if isinstance(manifest_id, int) and not BackupJob.objects.filter(pk=manifest_id).exists():
+    manifest_id = checked["id"]
+    if manifest_id and not BackupJob.objects.filter(pk=manifest_id).exists():
         job.pk = manifest_id  # the id it had before the catalog was lost
     job.save()
     if job.pk == manifest_id:
         _move_ids_past_imported_ones()
-    if manifest.get("created"):
+    if checked["created"]:
         BackupJob.objects.filter(pk=job.pk).update(
-            created_at=manifest["created"], started_at=manifest["created"],
-            finished_at=manifest.get("finished") or manifest["created"],
+            created_at=checked["created"], started_at=checked["created"],
+            finished_at=checked["finished"] or checked["created"],
         )
     else:
         BackupJob.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)
     job.refresh_from_db()
     if not manifest:
-        archives.write_manifest(name, _manifest(job))
+        archives.write_manifest(name, _manifest(job), signed=False)  # the app did not make this archive
     return job
 
 
@@ -89,7 +141,8 @@ def _move_ids_past_imported_ones() -> None:
 def import_scan(*, acting_user=None) -> tuple[list[BackupJob], list[str]]:
     """Register every archive whose manifest lies in the storage and is not in the catalog yet.
 
-    Return the imported jobs and, for each manifest that could not be imported, why.
+    Return the imported jobs and, for each manifest that could not be imported, why (one sentence,
+    naming the file). Each import is all or nothing, and one bad manifest does not stop the others.
     """
     known = set(BackupJob.objects.values_list("file_name", flat=True))
     imported, problems = [], []
@@ -100,5 +153,5 @@ def import_scan(*, acting_user=None) -> tuple[list[BackupJob], list[str]]:
         try:
             imported.append(import_archive(path=archive, acting_user=acting_user))
         except BackupError as exc:
-            problems.append(f"{name}: {exc}")
+            problems.append(str(exc))  # each names its file
     return imported, problems

@@ -38,11 +38,14 @@ def restore_backup(
     safety_backup: bool = True,
     terminate_sessions: bool = False,
     restore: Restore | None = None,
+    trust_archive: bool = False,
 ) -> Restore:
     """Replace a database's content with a backup, all or nothing, after a safety backup of it.
 
     Return the COMPLETED restore record, or raise BackupError (the record then is FAILED and the
     database as it was). Restoring the catalog's own database keeps the catalog as it is now.
+    A backup that is not `trusted` (imported without this installation's signature) is restored only
+    with `trust_archive`: its archive may hold any SQL, and the restore runs it.
     """
     backup = get_backup(backup)
     database = database or backup.database
@@ -69,7 +72,7 @@ def restore_backup(
             for field, value in _process_fields().items():
                 setattr(restore, field, value)
             restore.save()
-            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions)
+            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions, trust_archive)
     except DatabaseBusy as exc:
         error = BackupError(_busy_message(database))
         if restore is not None and restore.pk:
@@ -117,9 +120,20 @@ def _set_phase(restore: Restore, phase: str) -> None:
     restore.phase = phase
 
 
-def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
+def _run_restore(
+    engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool, trust_archive: bool
+) -> Restore:
     try:
         _set_phase(restore, RestorePhase.CHECKING)
+        if not backup.trusted and not trust_archive:
+            raise BackupError(
+                _(
+                    "Backup #%(id)s was imported without a manifest signed by this installation, so whoever could "
+                    "write to the backup storage may have made it; restore it only if you trust them, with "
+                    "--trust-archive (in the admin: the trust checkbox)."
+                )
+                % {"id": backup.pk}
+            )
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
         problem = checksum_problem(backup)
         if problem:

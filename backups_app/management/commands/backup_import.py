@@ -33,6 +33,11 @@ class Command(BackupCommand):
                     _("Imported %(file)s as backup #%(id)s of %(database)s.")
                     % {"file": job.file_name, "id": job.pk, "database": job.database}
                 ))
+                if not job.trusted:
+                    self.stdout.write(self.style.WARNING(
+                        _("  Unverified: its manifest is not signed by this installation, so restoring it needs "
+                          "--trust-archive.")
+                    ))
             if not jobs and not problems:
                 self.stdout.write(_("Nothing to import: every manifest is in the catalog already."))
         if problems:

@@ -35,6 +35,11 @@ class Command(BackupCommand):
             help="End other sessions connected to the database instead of waiting BACKUP_LOCK_TIMEOUT for their locks.",
         )
         parser.add_argument(
+            "--trust-archive", action="store_true",
+            help="Restore a backup imported without a manifest signed by this installation: its archive may hold "
+            "any SQL, so only if you trust everyone who could write to the backup storage.",
+        )
+        parser.add_argument(
             "--restore", type=int, dest="restore_id",
             help="Run this PENDING restore record (created by the admin) instead of recording a new one.",
         )
@@ -71,6 +76,7 @@ class Command(BackupCommand):
             database=database,
             safety_backup=options["safety_backup"],
             terminate_sessions=options["terminate_connections"],
+            trust_archive=options["trust_archive"],
         )
         if options["json"]:
             self.write_json({

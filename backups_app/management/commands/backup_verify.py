@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
-from backups_app import services
+from backups_app import archives, services
 from backups_app.models import USABLE_STATUSES, BackupJob
 
 from ._common import BackupCommand
@@ -20,7 +20,11 @@ class Command(BackupCommand):
         backups = BackupJob.objects.filter(status__in=USABLE_STATUSES) if options["all"] else [options["backup_id"]]
         results = [services.verify_backup(backup=backup) for backup in backups]
         if options["json"]:
-            self.write_json([{"id": r.backup.pk, "ok": r.ok, "problem": r.problem or None} for r in results])
+            self.write_json([
+                {"id": r.backup.pk, "ok": r.ok, "problem": r.problem or None, "signature": r.signature,
+                 "trusted": r.backup.trusted}
+                for r in results
+            ])
         else:
             for result in results:
                 if result.ok:
@@ -29,8 +33,16 @@ class Command(BackupCommand):
                     self.stdout.write(self.style.ERROR(
                         _("Backup #%(id)s is damaged: %(problem)s") % {"id": result.backup.pk, "problem": result.problem}
                     ))
+                self.stdout.write(self.signature_line(result))
         damaged = [r for r in results if not r.ok]
         if damaged:
             raise CommandError(
                 _("%(count)s of %(total)s backups failed verification.") % {"count": len(damaged), "total": len(results)}
             )
+
+    def signature_line(self, result):
+        line = _("  Manifest: %(state)s.") % {"state": result.signature.label}
+        if not result.backup.trusted:
+            line += " " + _("Imported unverified: restoring it needs --trust-archive.")
+        style = self.style.SUCCESS if result.signature == archives.Signature.VALID else self.style.WARNING
+        return style(line)
