@@ -25,6 +25,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .conf import setting
 from .errors import BackupError
 from .models import Compression
 
@@ -168,7 +169,7 @@ def manifest_signature(manifest: dict) -> str:
     """
     content = {key: value for key, value in manifest.items() if key != SIGNATURE_FIELD}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    key = settings.BACKUP_SIGNING_KEY or settings.SECRET_KEY
+    key = setting("BACKUP_SIGNING_KEY") or settings.SECRET_KEY
     return salted_hmac(SIGNATURE_SALT, canonical, secret=key, algorithm="sha256").hexdigest()
 
 

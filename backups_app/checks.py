@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.utils.translation import gettext as _
 
+from .archives import local_path
+from .conf import setting
 from .engines.postgresql import MAX_LOCK_TIMEOUT
 from .models import Compression
 from .services.catalog import MAX_RETENTION_DAYS
@@ -14,25 +16,28 @@ from .services.catalog import MAX_RETENTION_DAYS
 @register()
 def check_backup_settings(app_configs, **kwargs):
     errors = []
-    if settings.BACKUP_COMPRESSION not in Compression.values:
+    if setting("BACKUP_COMPRESSION") not in Compression.values:
         errors.append(Error(
             _("BACKUP_COMPRESSION is %(value)r; use one of %(choices)s.")
-            % {"value": settings.BACKUP_COMPRESSION, "choices": ", ".join(Compression.values)},
+            % {"value": setting("BACKUP_COMPRESSION"), "choices": ", ".join(Compression.values)},
             id="backups_app.E001",
         ))
-    if not 0 <= settings.BACKUP_RETENTION_DAYS <= MAX_RETENTION_DAYS:
+    if not 0 <= setting("BACKUP_RETENTION_DAYS") <= MAX_RETENTION_DAYS:
         errors.append(Error(
             _("BACKUP_RETENTION_DAYS is %(value)s; it must be from 0 to %(max)s days.")
-            % {"value": settings.BACKUP_RETENTION_DAYS, "max": MAX_RETENTION_DAYS},
+            % {"value": setting("BACKUP_RETENTION_DAYS"), "max": MAX_RETENTION_DAYS},
             id="backups_app.E002",
         ))
-    if not 0 < settings.BACKUP_LOCK_TIMEOUT <= MAX_LOCK_TIMEOUT:
+    if not 0 < setting("BACKUP_LOCK_TIMEOUT") <= MAX_LOCK_TIMEOUT:
         errors.append(Error(
             _("BACKUP_LOCK_TIMEOUT is %(value)s; it must be from 1 to %(max)s seconds (the most PostgreSQL accepts).")
-            % {"value": settings.BACKUP_LOCK_TIMEOUT, "max": MAX_LOCK_TIMEOUT},
+            % {"value": setting("BACKUP_LOCK_TIMEOUT"), "max": MAX_LOCK_TIMEOUT},
             id="backups_app.E003",
         ))
-    backup_dir = os.path.realpath(settings.BACKUP_DIRECTORY)
+    location = local_path("")
+    if not location:
+        return errors  # not on this file system (object storage): the web server cannot publish it
+    backup_dir = os.path.realpath(location)
     for name in ("STATIC_ROOT", "MEDIA_ROOT"):
         root = getattr(settings, name, None)
         if root and os.path.commonpath([backup_dir, os.path.realpath(root)]) == os.path.realpath(root):
@@ -51,20 +56,20 @@ def check_schedule_settings(app_configs, **kwargs):
 
     errors = []
     for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011")):
-        value = getattr(settings, name)
+        value = setting(name)
         if not value:
             continue  # empty: that job is not scheduled
         try:
             validate_cron_expression(value)
         except ValueError as exc:
             errors.append(Error(_("%(name)s is invalid: %(reason)s") % {"name": name, "reason": exc}, id=check_id))
-    max_age = settings.BACKUP_MAX_AGE_HOURS
+    max_age = setting("BACKUP_MAX_AGE_HOURS")
     if max_age <= 0:
         errors.append(Error(
             _("BACKUP_MAX_AGE_HOURS is %(value)s; it must be a positive number of hours.") % {"value": max_age},
             id="backups_app.E012",
         ))
-    unknown = [alias for alias in settings.BACKUP_DATABASES if alias not in settings.DATABASES]
+    unknown = [alias for alias in setting("BACKUP_DATABASES") if alias not in settings.DATABASES]
     if unknown:
         errors.append(Error(
             _("BACKUP_DATABASES names %(unknown)s, which DATABASES does not configure (configured: %(known)s).")

@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import services
+from .conf import setting
 from .errors import BackupError
 from .models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Restore, RestoreStatus
 
@@ -48,7 +49,7 @@ def log_directory() -> Path:
     Refuse one that someone else could change: through a symlink, or a file put in it, another user
     could send a job's output into any file, or write the line that becomes a job's failure reason.
     """
-    directory = Path(settings.BACKUP_JOB_LOG_DIRECTORY)
+    directory = Path(setting("BACKUP_JOB_LOG_DIRECTORY"))
     try:
         directory.mkdir(mode=0o700, parents=True)
     except FileExistsError:

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import archives
+from .conf import setting
 from .engines import get_engine
 from .errors import BackupError
 from .jobs import fail_dead_jobs, process_state
@@ -182,7 +183,7 @@ def check_health(*, fail_dead: bool = False, light: bool = False) -> HealthRepor
     servers and the storage are reused for PROBE_CACHE_SECONDS.
     """
     now = timezone.now()
-    max_age = float(settings.BACKUP_MAX_AGE_HOURS)
+    max_age = float(setting("BACKUP_MAX_AGE_HOURS"))
     report = HealthReport(checked_at=now, max_age_hours=max_age, databases={}, problems=[])
     try:
         if fail_dead:

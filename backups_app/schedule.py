@@ -21,13 +21,13 @@ from datetime import datetime
 
 from croniter import croniter
 
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .conf import setting
 from .errors import DatabaseBusy
 from .models import BackupJob, BackupStatus, BackupTrigger
 
@@ -102,7 +102,7 @@ def next_run_of(expression: str, now: datetime) -> datetime:
 
 def scheduled_databases() -> list[str]:
     """Return the aliases that the schedule backs up and monitoring watches (BACKUP_DATABASES, or all)."""
-    return list(settings.BACKUP_DATABASES) or list(connections)
+    return list(setting("BACKUP_DATABASES")) or list(connections)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def run_scheduled_backup(database: str) -> ScheduledRun:
         job = BackupJob.objects.create(
             database=database,
             trigger=BackupTrigger.SCHEDULED,
-            compression=settings.BACKUP_COMPRESSION,
+            compression=setting("BACKUP_COMPRESSION"),
             hostname=socket.gethostname(),
             pid=os.getpid(),
         )

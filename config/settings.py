@@ -11,6 +11,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from backups_app.conf import DEFAULTS as _defaults
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -110,18 +112,18 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # Backups ---------------------------------------------------------------------------------
 
-BACKUP_DIRECTORY = project_path("BACKUP_DIRECTORY", "backups")
-BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=7)
-BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default="zstd")
-# How long pg_dump and a restore wait for locks held by other sessions before giving up (seconds).
-BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=30)
-# Where the processes that the admin starts (backups, restores) write their output: a directory of this
-# installation alone (0700), never a shared one such as /tmp, where another user or installation could
-# put files or symlinks.
-BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", "var/job-logs")
-# The key that signs the manifests this app writes (HMAC-SHA256), so that a manifest forged in the backup
-# storage is told apart; empty: derived from SECRET_KEY. Keep it out of the backup storage.
-BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default="")
+# The app's settings and their defaults are described in backups_app/conf.py and .env.example.
+BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=_defaults["BACKUP_RETENTION_DAYS"])
+BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default=_defaults["BACKUP_COMPRESSION"])
+BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_LOCK_TIMEOUT"])
+# A directory of this installation alone (0700), never a shared one such as /tmp, where another user or
+# installation could put files or symlinks.
+BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", _defaults["BACKUP_JOB_LOG_DIRECTORY"])
+# Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.
+BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING_KEY"])
+
+# Where archives are written: only the location of the `backups` storage below, never a setting of its own.
+_backup_directory = project_path("BACKUP_DIRECTORY", "backups")
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -129,7 +131,7 @@ STORAGES = {
     "backups": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
-            "location": str(BACKUP_DIRECTORY),
+            "location": str(_backup_directory),
             "base_url": None,
             "file_permissions_mode": 0o600,
             "directory_permissions_mode": 0o700,
@@ -140,12 +142,12 @@ STORAGES = {
 # Schedules (django-crontab) and monitoring --------------------------------------------------
 
 # The databases that the schedule backs up and backup_check watches (aliases; empty: all of DATABASES).
-BACKUP_DATABASES = env.list("BACKUP_DATABASES", default=[])
+BACKUP_DATABASES = env.list("BACKUP_DATABASES", default=_defaults["BACKUP_DATABASES"])
 # Cron expressions (five fields, in the server's time zone); an empty value leaves that job out.
-BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default="0 2 * * *")
-BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default="0 3 * * *")
+BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default=_defaults["BACKUP_SCHEDULE"])
+BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default=_defaults["BACKUP_CLEANUP_SCHEDULE"])
 # backup_check turns CRITICAL when a database's newest successful backup is older than this.
-BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=26)
+BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=_defaults["BACKUP_MAX_AGE_HOURS"])
 
 CRONJOBS = [
     (schedule, job)

@@ -38,7 +38,6 @@ def backup_dir(tmp_path, settings):
     storages = copy.deepcopy(settings.STORAGES)
     storages["backups"]["OPTIONS"]["location"] = str(directory)
     settings.STORAGES = storages
-    settings.BACKUP_DIRECTORY = str(directory)
     return directory
 
 

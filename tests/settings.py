@@ -30,8 +30,7 @@ DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
 # Child processes started by a test (manage.py, cron) get the test's databases and storage through
 # TEST_DATABASE_URL, TEST_TARGET_NAME, TEST_SQLITE_PATH and TEST_BACKUP_DIRECTORY: see tests.conftest.child_env.
-BACKUP_DIRECTORY = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")
-STORAGES["backups"]["OPTIONS"]["location"] = BACKUP_DIRECTORY  # noqa: F405
+STORAGES["backups"]["OPTIONS"]["location"] = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")  # noqa: F405
 # Job ids start at 1 in every run's catalog: each run has its own job logs.
 BACKUP_JOB_LOG_DIRECTORY = f"{_scratch}/job-logs"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -231,7 +231,7 @@ def test_health_endpoint_answers_uptime_monitors_without_secrets(client, setting
     assert {"storage_not_writable", "last_backup_failed"} <= {p["code"] for p in response.json()["problems"]}
     params = connections["default"].settings_dict
     for secret in ("secret-location-4711", "db.internal", "backup_admin", params["NAME"], params["HOST"],
-                   settings.SECRET_KEY, job.file_name, str(settings.BACKUP_DIRECTORY), "postgres://"):
+                   settings.SECRET_KEY, job.file_name, settings.STORAGES["backups"]["OPTIONS"]["location"], "postgres://"):
         assert secret not in text
 
 

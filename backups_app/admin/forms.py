@@ -1,9 +1,9 @@
 from django import forms
-from django.conf import settings
 from django.db import connections
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from backups_app.conf import setting
 from backups_app.engines import ENGINES
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Compression, Restore
 from backups_app.services.catalog import MAX_RETENTION_DAYS
@@ -48,7 +48,7 @@ class CreateBackupForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["database"].choices = database_choices()
         self.fields["database"].initial = "default"
-        self.fields["compression"].initial = settings.BACKUP_COMPRESSION
+        self.fields["compression"].initial = setting("BACKUP_COMPRESSION")
 
     def clean_database(self):
         database = self.cleaned_data["database"]
@@ -91,7 +91,7 @@ class RestoreForm(forms.Form):
         self.fields["database"].initial = backup.database
         self.fields["terminate_sessions"].help_text = _(
             "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
-        ) % {"timeout": seconds_text(settings.BACKUP_LOCK_TIMEOUT)}
+        ) % {"timeout": seconds_text(setting("BACKUP_LOCK_TIMEOUT"))}
 
     @staticmethod
     def confirmation_hint(database: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
 from backups_app import services
+from backups_app.conf import setting
 from backups_app.schedule import next_run_of
 
 from .forms import database_choices
@@ -16,7 +16,7 @@ from .forms import database_choices
 def stats_panel() -> dict:
     """Return what the stats panel shows: totals, each database's newest backup and its age, the schedule."""
     stats = services.backup_stats()
-    max_age = timedelta(hours=settings.BACKUP_MAX_AGE_HOURS)
+    max_age = timedelta(hours=setting("BACKUP_MAX_AGE_HOURS"))
     databases = []
     for alias, _label in database_choices():
         latest = stats["databases"].get(alias)
@@ -28,7 +28,7 @@ def stats_panel() -> dict:
             "age": age,
             "stale": age is None or age > max_age,
         })
-    schedule = settings.BACKUP_SCHEDULE
+    schedule = setting("BACKUP_SCHEDULE")
     next_run, schedule_error = None, False
     if schedule:
         try:

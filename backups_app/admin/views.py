@@ -8,7 +8,6 @@ import base64
 import hashlib
 import os
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -22,6 +21,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext as _
 
 from backups_app import archives, jobs, services
+from backups_app.conf import setting
 from backups_app.errors import BackupError
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
 
@@ -221,7 +221,7 @@ class BackupConsoleViews:
             fields=restore_fields(restore, running),
             status=RestoreStatus.RUNNING if running else restore.status,
             safety_url=self.safety_url(restore),
-            lock_timeout=seconds_text(settings.BACKUP_LOCK_TIMEOUT),
+            lock_timeout=seconds_text(setting("BACKUP_LOCK_TIMEOUT")),
         )
         return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
 
@@ -233,7 +233,7 @@ class BackupConsoleViews:
             raise PermissionDenied
         data = request.POST if request.method == "POST" else request.GET
         form = CleanupForm(data if "retention_days" in data else None,
-                           initial={"retention_days": settings.BACKUP_RETENTION_DAYS})
+                           initial={"retention_days": setting("BACKUP_RETENTION_DAYS")})
         days = form.cleaned_data["retention_days"] if form.is_bound and form.is_valid() else None
         plan = None
         if not form.is_bound or days is not None:

@@ -24,6 +24,7 @@ from django.db import DatabaseError
 from django.db.backends.postgresql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
+from ..conf import setting
 from ..errors import BackupError, DatabaseBusy
 from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
 
@@ -122,10 +123,9 @@ class PostgreSQLEngine(Engine):
 
     @contextlib.contextmanager
     def dump(self) -> Iterator[BinaryIO]:
-        from django.conf import settings
-
+        
         args, env = self._command(
-            "pg_dump", ["--format=custom", "--compress=0", f"--lock-wait-timeout={settings.BACKUP_LOCK_TIMEOUT}s"]
+            "pg_dump", ["--format=custom", "--compress=0", f"--lock-wait-timeout={setting('BACKUP_LOCK_TIMEOUT')}s"]
         )
         with tool_process(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
             yield process.stdout
@@ -136,7 +136,7 @@ class PostgreSQLEngine(Engine):
                     raise BackupError(
                         _("Other sessions held exclusive locks on tables of database %(alias)r for more than "
                           "%(seconds)s s, so pg_dump gave up; retry when they have finished.")
-                        % {"alias": self.alias, "seconds": settings.BACKUP_LOCK_TIMEOUT}
+                        % {"alias": self.alias, "seconds": setting("BACKUP_LOCK_TIMEOUT")}
                     )
                 raise BackupError(_("pg_dump failed: %(reason)s.") % {"reason": first_error_line(stderr)})
 

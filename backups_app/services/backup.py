@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import time
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
+from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
 from ..errors import BackupError, DatabaseBusy
 from ..models import BackupJob, BackupStatus, BackupTrigger
@@ -114,7 +114,7 @@ def create_backup(
 
     `job` is a PENDING job created earlier (by the admin, before starting a worker process).
     """
-    compression = compression or settings.BACKUP_COMPRESSION
+    compression = compression or setting("BACKUP_COMPRESSION")
     if compression not in archives.SUFFIXES:
         raise BackupError(
             _("Unknown compression %(value)r: use one of %(choices)s.")

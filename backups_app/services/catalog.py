@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO
 
-from django.conf import settings
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
+from ..conf import setting
 from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
 from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus
@@ -137,7 +137,7 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     database's newest completed one), and partial files that no running job is writing.
 
     Failed backups stay for the retention period too, so that monitoring and people see them."""
-    days = settings.BACKUP_RETENTION_DAYS if retention_days is None else retention_days
+    days = setting("BACKUP_RETENTION_DAYS") if retention_days is None else retention_days
     if not 0 <= days <= MAX_RETENTION_DAYS:
         raise BackupError(
             _("The retention must be from 0 to %(max)s days, not %(days)s.") % {"max": MAX_RETENTION_DAYS, "days": days}
@@ -209,7 +209,7 @@ def backup_stats() -> dict:
     now = timezone.now()
     return {
         **totals,
-        "retention_days": settings.BACKUP_RETENTION_DAYS,
+        "retention_days": setting("BACKUP_RETENTION_DAYS"),
         "databases": {
             database: {**backup_to_dict(job), "age_seconds": int((now - job.created_at).total_seconds())}
             for database, job in latest.items()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import connections, router
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
+from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, DatabaseBusy
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
@@ -147,7 +147,7 @@ def _run_restore(
                 database=restore.database,
                 trigger=BackupTrigger.PRE_RESTORE_SAFETY,
                 description=_("Before restoring backup #%(id)s") % {"id": backup.pk},
-                compression=settings.BACKUP_COMPRESSION,
+                compression=setting("BACKUP_COMPRESSION"),
                 requested_by=restore.requested_by,
                 requested_by_name=restore.requested_by_name,
             )
@@ -159,7 +159,7 @@ def _run_restore(
             engine.restore(
                 archives.decompressor(raw, backup.compression),
                 keep=keep,
-                lock_timeout=settings.BACKUP_LOCK_TIMEOUT,
+                lock_timeout=setting("BACKUP_LOCK_TIMEOUT"),
                 terminate_sessions=terminate,
             )
     except BackupError as exc:

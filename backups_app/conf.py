@@ -1,0 +1,39 @@
+"""The app's settings and their defaults, in one place (like django-dbbackup's and DRF's settings).
+
+`setting("BACKUP_LOCK_TIMEOUT")` reads Django's setting when it is called, so tests can override it,
+and falls back to the default here. config/settings.py fills them from the environment with these
+same defaults; .env.example documents each one. Nothing else in the app reads a BACKUP_* setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # zstd, gzip or none.
+    "BACKUP_COMPRESSION": "zstd",
+    # Completed and failed backups older than this are removed by cleanup (each database's newest is kept).
+    "BACKUP_RETENTION_DAYS": 7,
+    # Seconds pg_dump and a restore wait for locks held by other sessions.
+    "BACKUP_LOCK_TIMEOUT": 30,
+    # Where the processes started from the admin write their output (relative: to the project).
+    "BACKUP_JOB_LOG_DIRECTORY": "var/job-logs",
+    # Signs the manifests (HMAC-SHA256); empty: derived from SECRET_KEY.
+    "BACKUP_SIGNING_KEY": "",
+    # The aliases the schedule backs up and monitoring watches (empty: every configured database).
+    "BACKUP_DATABASES": [],
+    # Cron expressions of the scheduled backups and cleanup (empty: none).
+    "BACKUP_SCHEDULE": "0 2 * * *",
+    "BACKUP_CLEANUP_SCHEDULE": "0 3 * * *",
+    # Monitoring turns CRITICAL when a database's newest successful backup is older than this.
+    "BACKUP_MAX_AGE_HOURS": 26.0,
+}
+
+
+def setting(name: str) -> Any:
+    """Return the value of one of the app's settings (Django's, or the default above)."""
+    from django.conf import settings
+
+    if name not in DEFAULTS:
+        raise KeyError(f"{name} is not a setting of the backups app; the known ones are {', '.join(DEFAULTS)}.")
+    return getattr(settings, name, DEFAULTS[name])
