@@ -9,3 +9,4 @@ class BackupsAppConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import tasks  # noqa: F401  (queues the tasks of requested backups and restores)

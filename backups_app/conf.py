@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_CLEANUP_SCHEDULE": "0 3 * * *",
     # Monitoring turns CRITICAL when a database's newest successful backup is older than this.
     "BACKUP_MAX_AGE_HOURS": 26.0,
+    # The task backend of background jobs: db (the application's database) or rq (Redis, several hosts).
+    "BACKUP_TASK_BACKEND": "db",
+    "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 

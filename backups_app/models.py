@@ -27,8 +27,17 @@ class Compression(models.TextChoices):
     NONE = "none", _("none")
 
 
+class BackupPhase(models.TextChoices):
+    WAITING = "waiting", _("waiting for another backup or restore of the database to finish")
+    DUMPING = "dumping", _("dumping, compressing and writing the archive")
+
+
 class BackupJob(models.Model):
-    """One backup: the catalog entry for an archive in the backups storage."""
+    """One backup: the catalog entry for an archive in the backups storage.
+
+    A backup asked for in the background is a PENDING record holding every option; the worker that
+    runs its task reads nothing else.
+    """
 
     database = models.CharField(_("database alias"), max_length=100, db_index=True)
     engine = models.CharField(_("engine"), max_length=32)
@@ -55,6 +64,10 @@ class BackupJob(models.Model):
     error = models.TextField(_("error"), blank=True)
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.IntegerField(_("process id"), null=True, blank=True)
+    phase = models.CharField(_("phase"), max_length=16, choices=BackupPhase.choices, blank=True)
+    # The last time the process running it said it was alive (with the bytes written so far).
+    heartbeat_at = models.DateTimeField(_("last sign of life"), null=True, blank=True)
+    task_id = models.CharField(_("task id"), max_length=64, blank=True)
     # Whoever can write to the backup storage could plant an archive that runs SQL when restored.
     trusted = models.BooleanField(
         _("trusted"),
@@ -100,6 +113,7 @@ ACTIVE_RESTORE_STATUSES = (RestoreStatus.PENDING, RestoreStatus.RUNNING)
 
 
 class RestorePhase(models.TextChoices):
+    WAITING = "waiting", _("waiting for another backup or restore of the database to finish")
     CHECKING = "checking", _("checking the archive's checksum")
     SAFETY_BACKUP = "safety_backup", _("taking a safety backup of the database")
     RESTORING = "restoring", _("restoring the archive")
@@ -135,6 +149,11 @@ class Restore(models.Model):
     error = models.TextField(_("error"), blank=True)
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.IntegerField(_("process id"), null=True, blank=True)
+    # The options it was asked with: the worker that runs it reads them from here.
+    take_safety_backup = models.BooleanField(_("take a safety backup first"), default=True)
+    terminate_sessions = models.BooleanField(_("end other sessions"), default=False)
+    trust_archive = models.BooleanField(_("archive trusted by the person who asked"), default=False)
+    task_id = models.CharField(_("task id"), max_length=64, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

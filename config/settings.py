@@ -53,6 +53,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_crontab",
+    # Django's task framework (the django-tasks backport of Django 6's django.tasks) and its two backends.
+    "django_tasks",
+    "django_tasks_db",
+    "django_rq",
+    "django_tasks_rq",
     "backups_app",
 ]
 
@@ -148,6 +153,24 @@ BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default=_defaults["BACKUP_SCHEDULE"])
 BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default=_defaults["BACKUP_CLEANUP_SCHEDULE"])
 # backup_check turns CRITICAL when a database's newest successful backup is older than this.
 BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=_defaults["BACKUP_MAX_AGE_HOURS"])
+
+# Background jobs (backups and restores asked for from the admin, `--background` or the schedule) ----
+
+# db: the queue is a table of the application's database and `manage.py backup_worker` runs it (one host,
+# or several hosts sharing that database); rq: a Redis queue (BACKUP_REDIS_URL) for workers on several hosts.
+BACKUP_TASK_BACKEND = env("BACKUP_TASK_BACKEND", default=_defaults["BACKUP_TASK_BACKEND"])
+BACKUP_REDIS_URL = env("BACKUP_REDIS_URL", default=_defaults["BACKUP_REDIS_URL"])
+if BACKUP_TASK_BACKEND not in ("db", "rq"):
+    raise ImproperlyConfigured(f"BACKUP_TASK_BACKEND is {BACKUP_TASK_BACKEND!r}; use db or rq.")
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_rq.RQBackend" if BACKUP_TASK_BACKEND == "rq" else "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+# A backup may run for hours: no job timeout (RQ's default would kill it after 180 s).
+RQ_QUEUES = {"default": {"URL": BACKUP_REDIS_URL, "DEFAULT_TIMEOUT": -1}}
+RQ = {"JOB_CLASS": "django_tasks_rq.Job"}
 
 CRONJOBS = [
     (schedule, job)

@@ -34,11 +34,14 @@ class KeptTable:
 
     `outside_refs` maps a foreign-key column to the (table, column) it points to outside the
     kept tables: after the restore, references to rows that the restored data lacks become NULL.
+    An archive without a `required` table is refused; one without another kept table (older than
+    it) is restored, and the table is left to `migrate`.
     """
 
     name: str
     pk_column: str
     outside_refs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    required: bool = True
 
 
 @dataclass(frozen=True)

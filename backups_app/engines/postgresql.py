@@ -203,9 +203,12 @@ class PostgreSQLEngine(Engine):
                 "The archive has no table %(table)s, so restoring it would erase the backup catalog; "
                 "restore it into another database."
             ) % {"table": table.name}
+            if table.required:
+                body.append(f"IF to_regclass({quote_literal(qualified)}) IS NULL THEN "
+                            f"RAISE EXCEPTION '%', {quote_literal(missing)}; END IF;")
+            else:  # an archive older than the table: migrate creates it afterwards
+                body.append(f"IF to_regclass({quote_literal(qualified)}) IS NOT NULL THEN")
             body += [
-                f"IF to_regclass({quote_literal(qualified)}) IS NULL THEN "
-                f"RAISE EXCEPTION '%', {quote_literal(missing)}; END IF;",
                 # The archive's version of the table may have fewer or more columns: copy the shared ones.
                 "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols FROM pg_attribute "
                 f"WHERE attrelid = {quote_literal(qualified)}::regclass AND attnum > 0 AND NOT attisdropped "
@@ -227,6 +230,8 @@ class PostgreSQLEngine(Engine):
                 f"COALESCE(max({pk}), 0) + 1, false) FROM {qualified}"
             )
             body.append(f"EXECUTE {quote_literal(reset)};")
+            if not table.required:
+                body.append("END IF;")
         return [
             # SET search_path FROM CURRENT: the session's usual path, not the empty one pg_restore sets.
             "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql "

@@ -147,10 +147,13 @@ class SQLiteEngine(Engine):
         restored.execute("ATTACH DATABASE ? AS live", (f"file:{self.path}?mode=ro",))
         with restored:
             for table in reversed(keep):
-                restored.execute(f"DELETE FROM main.{quote_ident(table.name)}")
+                if restored.execute(f"PRAGMA main.table_info({quote_ident(table.name)})").fetchone():
+                    restored.execute(f"DELETE FROM main.{quote_ident(table.name)}")
             for table in keep:
                 name = quote_ident(table.name)
                 restored_columns = {row[1] for row in restored.execute(f"PRAGMA main.table_info({name})")}
+                if not restored_columns and not table.required:
+                    continue
                 if not restored_columns:
                     raise BackupError(
                         _("The archive has no table %(table)s, so restoring it would erase the backup catalog; "

@@ -17,8 +17,16 @@ from .catalog import (
     plan_cleanup,
     verify_backup,
 )
-from .common import fail_stale_jobs
+from .common import fail_dead_jobs, find_dead_jobs
 from .imports import import_archive, import_scan
+from .requests import (
+    request_backup,
+    request_restore,
+    retry_backup,
+    retry_restore,
+    run_requested_backup,
+    run_requested_restore,
+)
 from .restore import restore_backup
 
 __all__ = [
@@ -30,11 +38,18 @@ __all__ = [
     "cleanup_backups",
     "create_backup",
     "delete_backup",
-    "fail_stale_jobs",
+    "fail_dead_jobs",
+    "find_dead_jobs",
     "import_archive",
     "import_scan",
     "open_backup",
     "plan_cleanup",
+    "request_backup",
+    "request_restore",
     "restore_backup",
+    "retry_backup",
+    "retry_restore",
+    "run_requested_backup",
+    "run_requested_restore",
     "verify_backup",
 ]

@@ -11,9 +11,9 @@ from django.utils.translation import gettext as _
 from .. import archives
 from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
-from ..errors import BackupError, DatabaseBusy
-from ..models import BackupJob, BackupStatus, BackupTrigger
-from .common import _busy_message, _fail_stale_jobs, _process_fields, _user_fields
+from ..errors import BackupError
+from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
+from .common import _process_fields, _user_fields, database_lock
 
 PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_written
 
@@ -34,6 +34,8 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     """Dump, compress and hash in one streaming pass; the caller holds the database's lock."""
     job.status = BackupStatus.RUNNING
     job.engine = engine.name
+    job.phase = BackupPhase.DUMPING
+    job.heartbeat_at = timezone.now()
     for field, value in _process_fields().items():
         setattr(job, field, value)
     if job.pk is None:
@@ -53,7 +55,9 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
                 for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
                     writer.write(chunk)
                     if time.monotonic() - last_report > PROGRESS_INTERVAL:
-                        BackupJob.objects.filter(pk=job.pk).update(bytes_written=counter.size)
+                        BackupJob.objects.filter(pk=job.pk).update(
+                            bytes_written=counter.size, heartbeat_at=timezone.now()
+                        )
                         last_report = time.monotonic()
         job.size_bytes = job.bytes_written = counter.size
         job.checksum_sha256 = counter.sha256.hexdigest()
@@ -109,10 +113,13 @@ def create_backup(
     description: str = "",
     compression: str | None = None,
     job: BackupJob | None = None,
+    wait: float = 0,
 ) -> BackupJob:
     """Back up a database; return the COMPLETED job or raise BackupError (the job then is FAILED).
 
-    `job` is a PENDING job created earlier (by the admin, before starting a worker process).
+    `job` is a PENDING job recorded by request_backup(), run by a worker; it waits up to `wait`
+    seconds for a backup or restore of the same database that holds its lock. A job that is no
+    longer PENDING when its turn comes (run already, or failed) is returned as it is: never run twice.
     """
     compression = compression or setting("BACKUP_COMPRESSION")
     if compression not in archives.SUFFIXES:
@@ -123,18 +130,24 @@ def create_backup(
     try:
         _check_description(description)
         engine = get_engine(database)
-        with engine.lock():
-            _fail_stale_jobs(database)
+        with database_lock(engine, wait=wait, on_wait=lambda: _set_phase(job, BackupPhase.WAITING)):
             if job is None:
                 job = BackupJob(
                     database=database, trigger=trigger, description=description, **_user_fields(acting_user)
                 )
+            elif job.pk:
+                job.refresh_from_db()
+                if job.status != BackupStatus.PENDING:
+                    return job
             job.compression = compression
             return _run_backup(engine, job)
-    except DatabaseBusy as exc:
-        raise _refuse(job, BackupError(_busy_message(database))) from exc
     except BackupError as exc:
         raise _refuse(job, exc)
+
+
+def _set_phase(job: BackupJob | None, phase: str) -> None:
+    if job is not None and job.pk:
+        BackupJob.objects.filter(pk=job.pk).update(phase=phase, heartbeat_at=timezone.now())
 
 
 def _check_description(description: str) -> None:

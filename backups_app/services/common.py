@@ -1,17 +1,25 @@
-"""What the operations share: who and where a job runs, the busy message, stale jobs."""
+"""What the operations share: who and where a job runs, the database's lock, the busy message, and
+the one rule that finds jobs whose worker died."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import time
+from datetime import timedelta
+from typing import Callable, Iterator
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django_tasks import default_task_backend
+from django_tasks.exceptions import TaskResultDoesNotExist
 
-from ..engines import get_engine
-from ..errors import BackupError
+from ..engines import Engine, get_engine
+from ..errors import BackupError, DatabaseBusy
 from ..humanize import human_time
-from ..models import BackupStatus, Restore, RestoreStatus
+from ..models import BackupJob, BackupStatus, Restore, RestoreStatus
 from ..selectors import running_jobs
 
 
@@ -44,30 +52,111 @@ def _busy_message(database: str) -> str:
     }
 
 
-def _fail_stale_jobs(database: str) -> None:
-    """Mark jobs left RUNNING by a process that died; only call while holding the database's lock.
+# Why a RUNNING job whose database lock is free is dead: the process that runs a job holds that lock
+# from before it marks the job RUNNING until after it marks it finished (the server frees it when the
+# process dies, even on another host: see engines' lock()).
+DEAD_REASON = gettext_lazy(
+    "The worker running this job stopped before it finished (killed, or its host was lost): the database's "
+    "lock was free while the job was still marked running."
+)
+# A running backup says it is alive every few seconds; when its database cannot be reached to test the
+# lock, a silence this long means its worker is gone.
+HEARTBEAT_LIMIT = timedelta(minutes=5)
+# A job that waits in the queue for another backup or restore of its database gives up after this long.
+QUEUED_LOCK_WAIT = 6 * 3600
+LOCK_POLL_SECONDS = 1.0
 
-    A job is RUNNING only while its process holds this lock, so whoever holds it now sees only dead
-    ones. PENDING records (asked for, waiting for their process) are left alone.
-    """
+
+def _fail_stale_jobs(database: str) -> None:
+    """Mark the jobs of a database left RUNNING by a worker that died; call only while holding its lock."""
     now = timezone.now()
-    reason = _("The process running this job stopped before it finished (killed or crashed).")
-    running_jobs(database).update(status=BackupStatus.FAILED, finished_at=now, error=reason)
+    running_jobs(database).update(status=BackupStatus.FAILED, finished_at=now, error=str(DEAD_REASON))
     Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).update(
-        status=RestoreStatus.FAILED, finished_at=now, error=reason
+        status=RestoreStatus.FAILED, finished_at=now, error=str(DEAD_REASON)
     )
 
 
-def fail_stale_jobs() -> int:
-    """Find RUNNING jobs whose database lock is free (so nobody is running them) and mark them FAILED."""
-    databases = set(running_jobs().values_list("database", flat=True))
-    databases |= set(Restore.objects.filter(status=RestoreStatus.RUNNING).values_list("database", flat=True))
-    failed = 0
-    for database in databases:
+@contextlib.contextmanager
+def database_lock(engine: Engine, *, wait: float = 0, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold a database's one-operation-at-a-time lock, waiting up to `wait` seconds for it.
+
+    A job that runs from the queue waits for the backup or restore ahead of it; one run in the
+    foreground (wait=0) is refused at once. Either way the refusal names what held the lock. Jobs
+    left RUNNING by a dead worker are marked FAILED as soon as the lock is held.
+    """
+    deadline = time.monotonic() + wait
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(engine.lock())
+                break
+            except DatabaseBusy as exc:
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(_busy_message(engine.alias)) from exc
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
+                time.sleep(LOCK_POLL_SECONDS)
+        _fail_stale_jobs(engine.alias)
+        yield
+
+
+def find_dead_jobs(database: str | None = None) -> list[tuple[BackupJob | Restore, str]]:
+    """Return the unfinished jobs whose worker is gone, with why; change nothing.
+
+    The one rule, for every host and task backend: a RUNNING job is dead when its database's lock is
+    free (or, when the database cannot be reached, when a backup has not said it is alive for
+    HEARTBEAT_LIMIT); a PENDING job is dead when its task has ended, or vanished, without running it.
+    """
+    running = [*running_jobs(database), *Restore.objects.filter(status=RestoreStatus.RUNNING)]
+    if database:
+        running = [record for record in running if record.database == database]
+    dead = []
+    for name in {record.database for record in running}:
         try:
-            with get_engine(database).lock():
-                failed += running_jobs(database).count()
-                _fail_stale_jobs(database)
+            with get_engine(name).lock():
+                lock_free = True
+        except DatabaseBusy:
+            lock_free = False
         except BackupError:
-            continue  # busy (the job is alive) or the database is unreachable: nothing is known
+            lock_free = None  # unreachable: only the heartbeat can tell
+        silent_since = timezone.now() - HEARTBEAT_LIMIT
+        for record in running:
+            if record.database != name:
+                continue
+            if lock_free:
+                dead.append((record, str(DEAD_REASON)))
+            elif lock_free is None and getattr(record, "heartbeat_at", None) and record.heartbeat_at < silent_since:
+                dead.append((record, _(
+                    "The worker running this job has not said it is alive for %(minutes)s minutes and its database "
+                    "cannot be reached: it is taken for lost."
+                ) % {"minutes": int(HEARTBEAT_LIMIT.total_seconds() // 60)}))
+    pending = [*BackupJob.objects.filter(status=BackupStatus.PENDING), *Restore.objects.filter(status=RestoreStatus.PENDING)]
+    for record in pending:
+        if database and record.database != database or not record.task_id:
+            continue
+        state = task_state(record.task_id)
+        if state in ("SUCCESSFUL", "FAILED", None):
+            dead.append((record, _(
+                "The task queued for this job ended without running it (see the worker's log); retry it."
+            ) if state else _("The task queued for this job is no longer in the queue; retry it.")))
+    return dead
+
+
+def task_state(task_id: str) -> str | None:
+    """Return the status of a queued task (READY, RUNNING, SUCCESSFUL, FAILED), or None if the queue lost it."""
+    try:
+        return default_task_backend.get_result(task_id).status
+    except TaskResultDoesNotExist:
+        return None
+
+
+def fail_dead_jobs(database: str | None = None) -> int:
+    """Mark FAILED, with the reason, every unfinished job whose worker is gone; return how many."""
+    failed = 0
+    for record, reason in find_dead_jobs(database):
+        statuses = BackupStatus if isinstance(record, BackupJob) else RestoreStatus
+        failed += type(record).objects.filter(pk=record.pk, status=record.status).update(
+            status=statuses.FAILED, finished_at=timezone.now(), error=reason
+        )
     return failed

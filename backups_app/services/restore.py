@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from django.apps import apps
+from django.core.management import call_command
 from django.db import connections, router
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
-from ..errors import BackupError, DatabaseBusy
+from ..errors import BackupError
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
-from .common import _busy_message, _fail_stale_jobs, _process_fields, _user_fields
+from .common import _process_fields, _user_fields, database_lock
 
 
 def _catalog_tables() -> list[KeptTable]:
-    """Describe the catalog's tables, which every restore of the catalog's own database keeps."""
+    """Describe the tables that every restore of the catalog's own database keeps as they are now:
+    the catalog, and the task queue's results (a running restore's own task among them)."""
     tables = []
     for model in (BackupJob, Restore):
         outside_refs = {
@@ -27,7 +31,17 @@ def _catalog_tables() -> list[KeptTable]:
             if field.is_relation and field.related_model not in (BackupJob, Restore)
         }
         tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs))
+    if apps.is_installed("django_tasks_db"):
+        queue = apps.get_model("django_tasks_database", "DBTaskResult")
+        tables.append(KeptTable(queue._meta.db_table, queue._meta.pk.column, required=False))
     return tables
+
+
+def _migrate_if_behind(database: str) -> None:
+    """Bring an older archive's schema (its own django_migrations) up to this version's, as `migrate` does."""
+    executor = MigrationExecutor(connections[database])
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        call_command("migrate", database=database, interactive=False, verbosity=0)
 
 
 def restore_backup(
@@ -39,6 +53,7 @@ def restore_backup(
     terminate_sessions: bool = False,
     restore: Restore | None = None,
     trust_archive: bool = False,
+    wait: float = 0,
 ) -> Restore:
     """Replace a database's content with a backup, all or nothing, after a safety backup of it.
 
@@ -46,9 +61,45 @@ def restore_backup(
     database as it was). Restoring the catalog's own database keeps the catalog as it is now.
     A backup that is not `trusted` (imported without this installation's signature) is restored only
     with `trust_archive`: its archive may hold any SQL, and the restore runs it.
+
+    `restore` is a PENDING record made by request_restore(), run by a worker: it waits up to `wait`
+    seconds for a backup or restore of the same database, and is never run twice.
     """
-    backup = get_backup(backup)
-    database = database or backup.database
+    try:
+        backup = get_backup(backup)
+        database = database or backup.database
+        engine = restorable_into(backup, database)
+        with database_lock(engine, wait=wait, on_wait=lambda: _set_phase(restore, RestorePhase.WAITING)):
+            if restore is None:
+                restore = Restore(
+                    backup=backup, database=database, take_safety_backup=safety_backup,
+                    terminate_sessions=terminate_sessions, trust_archive=trust_archive, **_user_fields(acting_user),
+                )
+            elif restore.pk:
+                restore.refresh_from_db()
+                if restore.status != RestoreStatus.PENDING:
+                    return restore
+            restore.status = RestoreStatus.RUNNING
+            for field, value in _process_fields().items():
+                setattr(restore, field, value)
+            restore.save()
+            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions, trust_archive)
+    except BackupError as exc:
+        if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
+            _fail_restore(restore, str(exc))
+        raise
+
+
+def untrusted_refusal(backup: BackupJob) -> str:
+    return _(
+        "Backup #%(id)s was imported without a manifest signed by this installation, so whoever could "
+        "write to the backup storage may have made it; restore it only if you trust them, with "
+        "--trust-archive (in the admin: the trust checkbox)."
+    ) % {"id": backup.pk}
+
+
+def restorable_into(backup: BackupJob, database: str) -> Engine:
+    """Return the engine of `database` if `backup` can be restored into it; else say why not."""
     if not backup.is_usable:
         raise BackupError(
             _("Backup #%(id)s is %(status)s; only a completed backup can be restored.")
@@ -63,21 +114,7 @@ def restore_backup(
             )
             % {"id": backup.pk, "archive": backup.engine, "database": database, "engine": engine.name}
         )
-    try:
-        with engine.lock():
-            _fail_stale_jobs(database)
-            if restore is None:
-                restore = Restore(backup=backup, database=database, **_user_fields(acting_user))
-            restore.status = RestoreStatus.RUNNING
-            for field, value in _process_fields().items():
-                setattr(restore, field, value)
-            restore.save()
-            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions, trust_archive)
-    except DatabaseBusy as exc:
-        error = BackupError(_busy_message(database))
-        if restore is not None and restore.pk:
-            _fail_restore(restore, str(error))
-        raise error from exc
+    return engine
 
 
 def _fail_restore(restore: Restore, reason: str) -> None:
@@ -114,10 +151,11 @@ def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: li
             )
 
 
-def _set_phase(restore: Restore, phase: str) -> None:
+def _set_phase(restore: Restore | None, phase: str) -> None:
     # A queryset update: a full save() here could overwrite fields the admin changed meanwhile.
-    Restore.objects.filter(pk=restore.pk).update(phase=phase)
-    restore.phase = phase
+    if restore is not None and restore.pk:
+        Restore.objects.filter(pk=restore.pk).update(phase=phase)
+        restore.phase = phase
 
 
 def _run_restore(
@@ -126,14 +164,7 @@ def _run_restore(
     try:
         _set_phase(restore, RestorePhase.CHECKING)
         if not backup.trusted and not trust_archive:
-            raise BackupError(
-                _(
-                    "Backup #%(id)s was imported without a manifest signed by this installation, so whoever could "
-                    "write to the backup storage may have made it; restore it only if you trust them, with "
-                    "--trust-archive (in the admin: the trust checkbox)."
-                )
-                % {"id": backup.pk}
-            )
+            raise BackupError(untrusted_refusal(backup))
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
         problem = checksum_problem(backup)
         if problem:
@@ -162,6 +193,14 @@ def _run_restore(
                 lock_timeout=setting("BACKUP_LOCK_TIMEOUT"),
                 terminate_sessions=terminate,
             )
+        if keep:
+            try:
+                _migrate_if_behind(engine.alias)
+            except Exception as exc:  # noqa: BLE001  (whatever migrate raises, the person must run it)
+                raise BackupError(
+                    _("Backup #%(id)s was restored, but bringing its older schema up to this version failed "
+                      "(%(reason)s); run manage.py migrate.") % {"id": backup.pk, "reason": exc}
+                ) from exc
     except BackupError as exc:
         _fail_restore(restore, str(exc))
         raise

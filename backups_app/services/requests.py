@@ -1,0 +1,130 @@
+"""Ask for a backup or a restore to run in the background, and run it when a worker picks it up.
+
+The one request path of every entry point that does not wait for the result (the admin, the commands'
+`--background`, the schedule): request_backup() / request_restore() check the request, record it
+(every option on the record) and, once that is committed, announce it (backups_app.signals); the task
+layer queues a task holding only the record's id, and the worker calls run_requested_backup() /
+run_requested_restore(), which read everything else from the record. Running in the foreground calls
+create_backup() / restore_backup() directly.
+"""
+
+from __future__ import annotations
+
+from django.db import router, transaction
+from django.utils.translation import gettext as _
+
+from .. import archives
+from ..conf import setting
+from ..engines import get_engine
+from ..errors import BackupError
+from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from ..selectors import get_backup
+from ..signals import backup_requested, restore_requested
+from .backup import _check_description, create_backup
+from .common import QUEUED_LOCK_WAIT, _user_fields
+from .restore import restorable_into, restore_backup, untrusted_refusal
+
+
+def _announce_on_commit(signal, **record) -> None:
+    using = router.db_for_write(BackupJob)
+    transaction.on_commit(lambda: signal.send(sender=BackupJob, **record), using=using)
+
+
+def request_backup(
+    *,
+    database: str = "default",
+    acting_user=None,
+    trigger: str = BackupTrigger.MANUAL,
+    description: str = "",
+    compression: str | None = None,
+) -> BackupJob:
+    """Record a PENDING backup with its options and queue it; return it at once.
+
+    It waits in the queue behind any other backup or restore of the same database.
+    """
+    compression = compression or setting("BACKUP_COMPRESSION")
+    if compression not in archives.SUFFIXES:
+        raise BackupError(
+            _("Unknown compression %(value)r: use one of %(choices)s.")
+            % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
+        )
+    _check_description(description)
+    engine = get_engine(database)
+    job = BackupJob.objects.create(
+        database=database, engine=engine.name, trigger=trigger, description=description, compression=compression,
+        **_user_fields(acting_user),
+    )
+    _announce_on_commit(backup_requested, job=job)
+    return job
+
+
+def request_restore(
+    *,
+    backup: BackupJob | int,
+    acting_user=None,
+    database: str | None = None,
+    safety_backup: bool = True,
+    terminate_sessions: bool = False,
+    trust_archive: bool = False,
+) -> Restore:
+    """Record a PENDING restore with its options and queue it; return it at once."""
+    backup = get_backup(backup)
+    database = database or backup.database
+    restorable_into(backup, database)
+    if not backup.trusted and not trust_archive:
+        raise BackupError(untrusted_refusal(backup))
+    restore = Restore.objects.create(
+        backup=backup, database=database, status=RestoreStatus.PENDING, take_safety_backup=safety_backup,
+        terminate_sessions=terminate_sessions, trust_archive=trust_archive, **_user_fields(acting_user),
+    )
+    _announce_on_commit(restore_requested, restore=restore)
+    return restore
+
+
+def retry_backup(*, backup: BackupJob | int, acting_user=None) -> BackupJob:
+    """Ask again for a failed backup, with the same options."""
+    backup = get_backup(backup)
+    if backup.status != BackupStatus.FAILED:
+        raise BackupError(_("Backup #%(id)s did not fail; only a failed backup can be retried.") % {"id": backup.pk})
+    return request_backup(
+        database=backup.database, acting_user=acting_user, trigger=backup.trigger, description=backup.description,
+        compression=backup.compression,
+    )
+
+
+def retry_restore(*, restore: Restore | int, acting_user=None) -> Restore:
+    """Ask again for a failed restore, with the same options."""
+    restore = Restore.objects.filter(pk=getattr(restore, "pk", restore)).select_related("backup").first()
+    if restore is None or restore.status != RestoreStatus.FAILED or restore.backup is None:
+        raise BackupError(_("Only a failed restore whose backup still exists can be retried."))
+    return request_restore(
+        backup=restore.backup, acting_user=acting_user, database=restore.database,
+        safety_backup=restore.take_safety_backup, terminate_sessions=restore.terminate_sessions,
+        trust_archive=restore.trust_archive,
+    )
+
+
+def run_requested_backup(*, job_id: int) -> BackupJob:
+    """Run a PENDING backup as its record says (the worker's side of request_backup)."""
+    job = get_backup(job_id)
+    return create_backup(
+        database=job.database, acting_user=job.requested_by, trigger=job.trigger, description=job.description,
+        compression=job.compression, job=job, wait=QUEUED_LOCK_WAIT,
+    )
+
+
+def run_requested_restore(*, restore_id: int) -> Restore:
+    """Run a PENDING restore as its record says (the worker's side of request_restore)."""
+    restore = Restore.objects.select_related("backup").get(pk=restore_id)
+    if restore.status != RestoreStatus.PENDING:
+        return restore
+    if restore.backup is None:
+        Restore.objects.filter(pk=restore.pk).update(
+            status=RestoreStatus.FAILED, error=_("Its backup was deleted before the restore could run.")
+        )
+        raise BackupError(_("Restore #%(id)s: its backup was deleted before it could run.") % {"id": restore.pk})
+    return restore_backup(
+        backup=restore.backup, acting_user=restore.requested_by, database=restore.database,
+        safety_backup=restore.take_safety_backup, terminate_sessions=restore.terminate_sessions,
+        restore=restore, trust_archive=restore.trust_archive, wait=QUEUED_LOCK_WAIT,
+    )
