@@ -1,12 +1,17 @@
 """PostgreSQL: `pg_dump` custom format out, `pg_restore` + `psql` in one transaction back.
 
 The restore replaces the whole content of the database in a single transaction: it drops every
-user schema and large object, then runs the archive's SQL (`pg_restore --file=-` piped into psql)
-and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
+user schema, large object and database-level object (postgresql_database), puts back the
+database's own properties from the archive, then runs the archive's SQL (`pg_restore --file=-`
+piped into psql) and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
 finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything back
 and the database is as before.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
+
+A superuser restores each object as its owner (`--use-set-session-authorization`): the archive's
+functions (in CHECK constraints, say) then run with their owner's rights, never a superuser's.
+Any other role restores everything as itself (`--no-owner`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
 from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
+from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
@@ -146,8 +152,10 @@ class PostgreSQLEngine(Engine):
                 plan.append((table, qualified, f"pg_temp.backups_keep_{index}"))
         return plan
 
-    def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
+    def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool, properties: str) -> bytes:
         sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
+        # First: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
+        sql.append(postgresql_database.drop_event_triggers())
         if terminate_sessions:
             keep_pids = [getattr(self, "_lock_pid", 0)]
             if self.connection.connection is not None:
@@ -164,14 +172,14 @@ class PostgreSQLEngine(Engine):
         if plan:
             sql += self._put_back_function(plan)
         sql += [
-            "DO $$ DECLARE s name; BEGIN FOR s IN SELECT nspname FROM pg_namespace "
-            "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
-            "LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$;",
+            postgresql_database.drop_database_objects(),
             "SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata;",
             # What initdb makes, and what pg_dump's "*not* creating schema" assumes.
             "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
             "GRANT USAGE ON SCHEMA public TO PUBLIC;",
             "COMMENT ON SCHEMA public IS 'standard public schema';",
+            postgresql_database.RESET_DATABASE_PROPERTIES,
+            properties,
         ]
         return ("\n".join(sql) + "\n").encode()
 
@@ -213,7 +221,8 @@ class PostgreSQLEngine(Engine):
             body.append(f"EXECUTE {quote_literal(reset)};")
         return [
             # SET search_path FROM CURRENT: the session's usual path, not the empty one pg_restore sets.
-            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql "
+            # SECURITY DEFINER: at COMMIT the session is whichever owner pg_restore's script set last.
+            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
             "SET search_path FROM CURRENT AS $put_back$ DECLARE cols text; BEGIN "
             + " ".join(body)
             + " RETURN NULL; END $put_back$;",
@@ -227,9 +236,13 @@ class PostgreSQLEngine(Engine):
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
         plan = self._keep_plan(keep)
+        source = _RereadableHead(source)
+        properties = self._database_properties(source)
         feed_errors: list[BaseException] = []
         with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
-            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
+            prelude.write(self._prelude(
+                plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions, properties=properties
+            ))
             prelude.flush()
             # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
             # without passing through this process. That script ends with the only COMMIT, which
@@ -238,12 +251,15 @@ class PostgreSQLEngine(Engine):
             psql_args, env = self._command(
                 "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
             )
+            owners = "--use-set-session-authorization" if self._is_superuser() else "--no-owner"
             with tool_process(
-                ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                ["pg_restore", "--single-transaction", owners, "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             ) as pg_restore:
                 with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
                     pg_restore.stdout.close()  # psql holds the pipe now
-                    feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors))
+                    feeder = threading.Thread(
+                        target=self._feed, args=(source.reader(keep=False), pg_restore.stdin, feed_errors)
+                    )
                     feeder.start()
                     try:
                         feeder.join()
@@ -255,17 +271,43 @@ class PostgreSQLEngine(Engine):
                     if psql.wait() != 0:
                         raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
 
+    def _is_superuser(self) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            return cursor.fetchone()[0]
+
+    def _database_properties(self, source: _RereadableHead) -> str:
+        """Return SQL giving the database the settings, grants and comment the archive holds for it."""
+        listing = self._read_toc(["--create", "--list"], source.reader(keep=True))
+        entries = [line for line in listing.splitlines() if postgresql_database.DATABASE_ENTRY.match(line)]
+        if not entries:
+            return ""
+        archive_name = re.search(r"^;\s+dbname: (.*)$", listing, re.MULTILINE).group(1)
+        with tempfile.NamedTemporaryFile("w", prefix="backups-restore-", suffix=".list") as entry_list:
+            entry_list.write("\n".join(entries) + "\n")
+            entry_list.flush()
+            script = self._read_toc(["--create", f"--use-list={entry_list.name}", "--file=-"], source.reader(keep=True))
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT quote_ident(%s), quote_ident(current_database())", [archive_name])
+            quoted_names = cursor.fetchone()
+        return postgresql_database.database_properties(script, quoted_names=quoted_names)
+
     @classmethod
-    def archive_tables(cls, source: BinaryIO) -> list[str]:
-        # pg_restore --list reads only the archive's table of contents, then stops reading.
-        with tool_process(["pg_restore", "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
+    def _read_toc(cls, options: list[str], source: BinaryIO) -> str:
+        """Return what pg_restore prints for entries without data: it reads only the table of contents."""
+        with tool_process(["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
             feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
             feeder.start()
-            listing = pg_restore.stdout.read().decode("utf-8", "replace")
+            output = pg_restore.stdout.read().decode("utf-8", "replace")
             feeder.join()
             if pg_restore.wait() != 0:
                 raise BackupError(_("pg_restore could not read the archive: %(reason)s.")
                                   % {"reason": first_error_line(pg_restore.stderr_text())})
+        return output
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        listing = cls._read_toc(["--list"], source)
         # e.g. "215; 1259 16422 TABLE public actor postgres"
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]
@@ -302,3 +344,33 @@ class PostgreSQLEngine(Engine):
                 "restored; close them or retry with --terminate-connections."
             ) % {"alias": self.alias, "seconds": lock_timeout}
         return _("The restore failed and was rolled back, the database is unchanged: %(reason)s") % {"reason": reason}
+
+
+class _RereadableHead:
+    """Let the start of an archive stream (its table of contents) be read again; the rest is read once."""
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+        self._head = bytearray()
+
+    def reader(self, *, keep: bool) -> BinaryIO:
+        """Return a stream from the start; with `keep`, what it reads past the kept head is kept too."""
+        return _HeadReader(self, keep)
+
+
+class _HeadReader:
+    def __init__(self, owner: _RereadableHead, keep: bool):
+        self._owner, self._keep, self._position = owner, keep, 0
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._owner._head
+        if self._position < len(head):
+            end = len(head) if size < 0 else self._position + size
+            chunk = bytes(head[self._position:end])
+            self._position += len(chunk)
+            return chunk
+        chunk = self._owner._source.read(size)
+        if self._keep:
+            head += chunk
+            self._position += len(chunk)
+        return chunk

@@ -1,0 +1,118 @@
+"""PostgreSQL: what lives outside the schemas, which a restore must clear and put back itself.
+
+`pg_restore` without `--create` leaves out the database's own properties (its settings, the roles'
+settings in it, its CONNECT/TEMP grants and its comment), although the archive holds them, and
+`DROP SCHEMA ... CASCADE` leaves the database-level objects (publications, subscriptions, event
+triggers, foreign data wrappers and servers, extensions, languages, casts, transforms, access
+methods). Everything here runs inside the restore's one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+
+# User objects have oids from 16384 (FirstNormalObjectId) up; members of an extension go with it.
+_USER_OBJECT = (
+    "c.oid >= 16384 AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d "
+    "WHERE d.classid = '{catalog}'::regclass AND d.objid = c.oid AND d.deptype = 'e')"
+)
+
+# In this order: an object of a later kind may depend on one of an earlier kind.
+_DROPS = [
+    # (catalog, the statements dropping the object c, extra condition)
+    ("pg_subscription",
+     # DROP SUBSCRIPTION may run inside a transaction only without a replication slot to drop.
+     "format('ALTER SUBSCRIPTION %1$I DISABLE; ALTER SUBSCRIPTION %1$I SET (slot_name = NONE); "
+     "DROP SUBSCRIPTION %1$I', c.subname)",
+     "c.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"),
+    ("pg_publication", "format('DROP PUBLICATION IF EXISTS %I CASCADE', c.pubname)", None),
+    ("pg_foreign_server", "format('DROP SERVER IF EXISTS %I CASCADE', c.srvname)", None),  # and its user mappings
+    ("pg_foreign_data_wrapper", "format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', c.fdwname)", None),
+    ("pg_extension", "format('DROP EXTENSION IF EXISTS %I CASCADE', c.extname)", None),
+    ("pg_namespace", "format('DROP SCHEMA IF EXISTS %I CASCADE', c.nspname)",
+     "c.nspname NOT LIKE 'pg\\_%' AND c.nspname <> 'information_schema'"),  # public too: its oid is below 16384
+    ("pg_language", "format('DROP LANGUAGE IF EXISTS %I CASCADE', c.lanname)", None),
+    ("pg_cast", "format('DROP CAST IF EXISTS (%s AS %s) CASCADE', c.castsource::regtype, c.casttarget::regtype)", None),
+    ("pg_transform",
+     "format('DROP TRANSFORM IF EXISTS FOR %s LANGUAGE %I CASCADE', c.trftype::regtype, "
+     "(SELECT lanname FROM pg_catalog.pg_language WHERE oid = c.trflang))", None),
+    ("pg_am", "format('DROP ACCESS METHOD IF EXISTS %I CASCADE', c.amname)", None),
+]
+
+
+def _drop_loop(queries: list[str]) -> str:
+    return (
+        "DO $$ DECLARE statement text; BEGIN FOR statement IN "
+        + " UNION ALL ".join(queries)
+        + " ORDER BY 1 LOOP EXECUTE substr(statement, 5); END LOOP; END $$;"
+    )
+
+
+def drop_event_triggers() -> str:
+    """Return SQL dropping the event triggers, before any other DDL of the restore would fire them."""
+    condition = _USER_OBJECT.format(catalog="pg_event_trigger")
+    return _drop_loop([
+        "SELECT '000 ' || format('DROP EVENT TRIGGER IF EXISTS %I', c.evtname) "
+        f"FROM pg_catalog.pg_event_trigger c WHERE {condition}"
+    ])
+
+
+def drop_database_objects() -> str:
+    """Return SQL dropping every user schema and database-level object, in dependency order."""
+    queries = []
+    for index, (catalog, statement, condition) in enumerate(_DROPS):
+        where = condition if catalog == "pg_namespace" else _USER_OBJECT.format(catalog=catalog)
+        if condition and catalog != "pg_namespace":
+            where += f" AND {condition}"
+        queries.append(f"SELECT '{index:03d} ' || {statement} FROM pg_catalog.{catalog} c WHERE {where}")
+    return _drop_loop(queries)
+
+
+# Back to what CREATE DATABASE gives, before the archive's properties are applied.
+RESET_DATABASE_PROPERTIES = """DO $$ DECLARE db text := quote_ident(current_database()); r record; BEGIN
+FOR r IN SELECT s.setrole FROM pg_catalog.pg_db_role_setting s JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+    WHERE d.datname = current_database() LOOP
+  IF r.setrole = 0 THEN EXECUTE format('ALTER DATABASE %s RESET ALL', db);
+  ELSE EXECUTE format('ALTER ROLE %s IN DATABASE %s RESET ALL', r.setrole::regrole, db); END IF;
+END LOOP;
+EXECUTE format('COMMENT ON DATABASE %s IS NULL', db);
+FOR r IN SELECT DISTINCT a.grantee, d.datdba FROM pg_catalog.pg_database d, aclexplode(d.datacl) a
+    WHERE d.datname = current_database() AND a.grantee <> d.datdba LOOP
+  EXECUTE format('REVOKE ALL ON DATABASE %s FROM %s CASCADE', db,
+                 CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
+END LOOP;
+-- acldefault('d', owner): everything for the owner, CONNECT and TEMPORARY for PUBLIC.
+EXECUTE format('GRANT ALL ON DATABASE %s TO %s', db,
+               (SELECT datdba::regrole FROM pg_catalog.pg_database WHERE datname = current_database()));
+EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC', db);
+END $$;"""
+
+# The archive's entries about the database itself, as `pg_restore --create --list` shows them.
+DATABASE_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:(?:COMMENT|ACL) - DATABASE |DATABASE PROPERTIES - )", re.MULTILINE)
+_SECTION = re.compile(r"^--\n-- Name: .*; Type: (.*); Schema: .*; Owner: .*\n--\n", re.MULTILINE)
+
+
+def database_properties(script: str, *, quoted_names: tuple[str, str]) -> str:
+    """Return the statements of pg_restore's `--create` script that set the database's properties.
+
+    `script` holds the archive's COMMENT, ACL and DATABASE PROPERTIES entries about the database
+    (and the CREATE DATABASE that `--create` always adds, left out here); they name the database
+    as `quoted_names[0]` and are rewritten for the database `quoted_names[1]` they are restored into.
+    """
+    parts = _SECTION.split(script)
+    statements = []
+    for kind, body in zip(parts[1::2], parts[2::2]):
+        if kind not in ("COMMENT", "ACL", "DATABASE PROPERTIES"):
+            continue
+        # pg_restore's own psql commands (\connect, \restrict) follow the entries.
+        statements += [line for line in body.splitlines() if not line.startswith("\\")]
+    sql = "\n".join(statements)
+    # The connection limit and template flag belong to the server's administration, not to the content.
+    sql = re.sub(r"^ALTER DATABASE .* (?:CONNECTION LIMIT|IS_TEMPLATE) = \S+;$", "", sql, flags=re.MULTILINE)
+    old, new = quoted_names
+    if old != new:
+        sql = re.sub(
+            r"^((?:ALTER|COMMENT ON|(?:GRANT|REVOKE) .*? ON|ALTER ROLE .*? IN) DATABASE )" + re.escape(old) + "(?=[ ;])",
+            lambda match: match.group(1) + new, sql, flags=re.MULTILINE,
+        )
+    return sql
