@@ -1,0 +1,227 @@
+"""What a PostgreSQL restore does beyond tables: owners' rights, database-level objects, database properties."""
+
+import pytest
+from django.db import connections
+
+from backups_app import services
+from backups_app.models import RestoreStatus
+
+from .conftest import psql, rows
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
+
+# Roles are cluster-wide: named after this branch (pg-restore-objects), so that parallel suites do not collide.
+LOW = "restore_objects_low"  # "pg_" is reserved
+
+
+def _fresh_database(alias: str) -> str:
+    connections[alias].close()
+    name = connections[alias].settings_dict["NAME"]
+    psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql("postgres", f"CREATE DATABASE {name}")
+    return name
+
+
+@pytest.fixture
+def target():
+    """An empty `target` database; return its name."""
+    name = _fresh_database("target")
+    yield name
+    # A database with subscriptions cannot be dropped (by the next test's fixture); an event trigger
+    # on sql_drop would fire at DROP SUBSCRIPTION.
+    psql(name, """DO $$ DECLARE s name; BEGIN
+        FOR s IN SELECT evtname FROM pg_event_trigger LOOP EXECUTE format('DROP EVENT TRIGGER %I', s); END LOOP;
+        FOR s IN SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        LOOP EXECUTE format('ALTER SUBSCRIPTION %1$I DISABLE; ALTER SUBSCRIPTION %1$I SET (slot_name = NONE); DROP SUBSCRIPTION %1$I', s);
+        END LOOP; END $$""")
+
+
+@pytest.fixture
+def low_role(target):
+    psql("postgres", f"DROP ROLE IF EXISTS {LOW}")
+    psql("postgres", f"CREATE ROLE {LOW} NOLOGIN")
+    yield LOW
+    psql(target, f"DROP OWNED BY {LOW}")  # its objects and grants, here the only database it has any
+    psql("postgres", f"DROP ROLE {LOW}")
+
+
+def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_role):
+    """A low-privilege role's CHECK constraint calls its function, which tries to make the role a
+    superuser (and swallows the refusal, as it would at every insert). Restored by a superuser, the
+    rows are loaded as the table's owner, so the attempt is refused: the role stays what it was and
+    the rows, owner and constraint come back. (Without the swallowing the restore would fail and
+    roll back, the database unchanged.)"""
+    psql(target, f"""
+        GRANT CREATE ON DATABASE {target} TO {LOW};
+        SET ROLE {LOW};
+        CREATE SCHEMA low;
+        CREATE FUNCTION low.escalate(id int) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE 'ALTER ROLE {LOW} SUPERUSER';
+            RETURN true;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RETURN true;
+        END $$;
+        CREATE TABLE low.accounts (id int PRIMARY KEY CHECK (low.escalate(id)));
+        INSERT INTO low.accounts SELECT generate_series(1, 3);
+    """)
+    job = services.create_backup(database="target")
+    psql(target, "DELETE FROM low.accounts WHERE id = 2")
+
+    restore = services.restore_backup(backup=job, safety_backup=False)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert rows("postgres", f"SELECT rolsuper FROM pg_roles WHERE rolname = '{LOW}'") == ["f"]
+    assert rows(target, "SELECT id FROM low.accounts ORDER BY id") == ["1", "2", "3"]
+    assert rows(target, "SELECT tableowner FROM pg_tables WHERE schemaname = 'low'") == [LOW]
+
+
+DATABASE_OBJECTS = """
+    SELECT 'publication ' || pubname FROM pg_publication
+    UNION ALL SELECT 'publication table ' || pubname || ' ' || tablename FROM pg_publication_tables
+    UNION ALL SELECT 'subscription ' || subname || ' enabled=' || subenabled FROM pg_subscription
+        WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL SELECT 'event trigger ' || evtname || ' ' || evtevent FROM pg_event_trigger
+    UNION ALL SELECT 'fdw ' || fdwname FROM pg_foreign_data_wrapper
+    UNION ALL SELECT 'server ' || srvname FROM pg_foreign_server
+    UNION ALL SELECT 'user mapping ' || srvname || ' ' || usename FROM pg_user_mappings
+    UNION ALL SELECT 'language ' || lanname FROM pg_language WHERE oid >= 16384
+    UNION ALL SELECT 'cast ' || castsource::regtype || ' ' || casttarget::regtype FROM pg_cast WHERE oid >= 16384
+    UNION ALL SELECT 'transform ' || trftype::regtype || ' ' || trflang FROM pg_transform
+    UNION ALL SELECT 'access method ' || amname || ' ' || amtype::text FROM pg_am WHERE oid >= 16384
+    UNION ALL SELECT 'extension ' || extname || ' ' || extnamespace::regnamespace FROM pg_extension
+    ORDER BY 1
+"""
+
+
+def test_database_level_objects_are_restored_and_later_ones_dropped(target):
+    """Every kind of object that lives outside the schemas and that pg_dump writes: the restore over
+    the database itself recreates the backup's (a publication alone used to make it fail with
+    "already exists", the event trigger refusing drops with its exception), and those created after
+    the backup are gone."""
+    psql(target, """
+        CREATE TABLE items (id int PRIMARY KEY);
+        INSERT INTO items SELECT generate_series(1, 10);
+        CREATE PUBLICATION pub_kept FOR TABLE items;
+        CREATE SUBSCRIPTION sub_kept CONNECTION 'host=127.0.0.1 dbname=nowhere' PUBLICATION pub_kept
+            WITH (connect = false);
+        CREATE FUNCTION public.refuse_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'drops are refused here'; END $$;
+        CREATE EVENT TRIGGER refuse_drops ON sql_drop EXECUTE FUNCTION public.refuse_drops();
+        CREATE FOREIGN DATA WRAPPER fdw_kept;
+        CREATE SERVER server_kept FOREIGN DATA WRAPPER fdw_kept;
+        CREATE USER MAPPING FOR PUBLIC SERVER server_kept OPTIONS (user 'kept');
+        CREATE EXTENSION postgres_fdw;
+        CREATE SERVER remote_kept FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'nowhere');
+        CREATE EXTENSION file_fdw SCHEMA pg_catalog;
+        CREATE FUNCTION public.kept_handler() RETURNS language_handler LANGUAGE c
+            AS '$libdir/plpgsql', 'plpgsql_call_handler';
+        CREATE LANGUAGE lang_kept HANDLER public.kept_handler;
+        CREATE CAST (text AS integer) WITH INOUT;
+        CREATE TRANSFORM FOR integer LANGUAGE plpgsql (
+            FROM SQL WITH FUNCTION varchar_support(internal), TO SQL WITH FUNCTION int4recv(internal));
+        CREATE ACCESS METHOD table_am_kept TYPE TABLE HANDLER heap_tableam_handler;
+        CREATE ACCESS METHOD index_am_kept TYPE INDEX HANDLER bthandler;
+    """)
+    at_backup = rows(target, DATABASE_OBJECTS)
+    job = services.create_backup(database="target")
+    psql(target, """
+        DROP EVENT TRIGGER refuse_drops;
+        CREATE PUBLICATION pub_after FOR ALL TABLES;
+        CREATE SUBSCRIPTION sub_after CONNECTION 'host=127.0.0.1 dbname=nowhere' PUBLICATION pub_after
+            WITH (connect = false);
+        CREATE FUNCTION public.note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+        CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION public.note_ddl();
+        CREATE FOREIGN DATA WRAPPER fdw_after;
+        CREATE SERVER server_after FOREIGN DATA WRAPPER fdw_after;
+        CREATE USER MAPPING FOR PUBLIC SERVER server_after;
+        CREATE USER MAPPING FOR CURRENT_USER SERVER server_kept;
+        CREATE SERVER remote_after FOREIGN DATA WRAPPER postgres_fdw;
+        CREATE EXTENSION tsm_system_rows SCHEMA pg_catalog;
+        CREATE LANGUAGE lang_after HANDLER public.kept_handler;
+        CREATE CAST (text AS bigint) WITH INOUT;
+        CREATE TRANSFORM FOR bigint LANGUAGE plpgsql (
+            FROM SQL WITH FUNCTION varchar_support(internal), TO SQL WITH FUNCTION int8recv(internal));
+        CREATE ACCESS METHOD table_am_after TYPE TABLE HANDLER heap_tableam_handler;
+        CREATE ACCESS METHOD index_am_after TYPE INDEX HANDLER hashhandler;
+        CREATE EVENT TRIGGER refuse_drops ON sql_drop EXECUTE FUNCTION public.refuse_drops();
+    """)
+    after_backup = rows(target, DATABASE_OBJECTS)
+    assert len(after_backup) == len(at_backup) + 15, after_backup
+
+    restore = services.restore_backup(backup=job, safety_backup=False)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert rows(target, DATABASE_OBJECTS) == at_backup
+    assert rows(target, "SELECT count(*) FROM items") == ["10"]
+
+
+DATABASE_PROPERTIES = """
+    SELECT 'setting ' || coalesce(r.rolname, '-') || ' ' || array_to_string(s.setconfig, ',')
+        FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+        WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+    UNION ALL SELECT 'comment ' || coalesce(shobj_description(oid, 'pg_database'), '')
+        FROM pg_database WHERE datname = current_database()
+    UNION ALL SELECT format('grant %s to %s by %s%s', a.privilege_type,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+                            a.grantor::regrole, CASE WHEN a.is_grantable THEN ' with grant option' ELSE '' END)
+        FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+        WHERE d.datname = current_database()
+    ORDER BY 1
+"""
+
+
+def test_database_settings_grants_and_comment_come_back_to_their_backup_values(target, low_role):
+    psql(target, f"""
+        ALTER DATABASE {target} SET work_mem = '7MB';
+        ALTER DATABASE {target} SET search_path = "$user", public;
+        ALTER ROLE {LOW} IN DATABASE {target} SET work_mem = '9MB';
+        COMMENT ON DATABASE {target} IS 'as it was at the backup';
+        REVOKE ALL ON DATABASE {target} FROM PUBLIC;
+        GRANT CONNECT ON DATABASE {target} TO {LOW} WITH GRANT OPTION;
+    """)
+    at_backup = rows(target, DATABASE_PROPERTIES)
+    job = services.create_backup(database="target")
+    psql(target, f"""
+        ALTER DATABASE {target} RESET work_mem;
+        ALTER DATABASE {target} SET statement_timeout = '1s';
+        ALTER ROLE {LOW} IN DATABASE {target} RESET ALL;
+        ALTER ROLE CURRENT_USER IN DATABASE {target} SET work_mem = '1MB';
+        COMMENT ON DATABASE {target} IS 'changed later';
+        GRANT ALL ON DATABASE {target} TO PUBLIC;
+        GRANT TEMPORARY ON DATABASE {target} TO {LOW};
+    """)
+    assert rows(target, DATABASE_PROPERTIES) != at_backup
+
+    services.restore_backup(backup=job, safety_backup=False)
+
+    assert rows(target, DATABASE_PROPERTIES) == at_backup
+
+
+def test_database_properties_apply_to_a_database_restored_under_another_name(target, low_role):
+    """The archive names the database it was made from; restored into another, the properties go there."""
+    psql(target, f"""
+        ALTER DATABASE {target} SET work_mem = '7MB';
+        ALTER ROLE {LOW} IN DATABASE {target} SET work_mem = '9MB';
+        COMMENT ON DATABASE {target} IS 'from the original';
+        REVOKE ALL ON DATABASE {target} FROM PUBLIC;
+        GRANT CONNECT ON DATABASE {target} TO {LOW};
+        CREATE TABLE items (id int);
+    """)
+    expected = [line.replace(target, "OTHER") for line in rows(target, DATABASE_PROPERTIES)]
+    job = services.create_backup(database="target")
+    settings = connections["target"].settings_dict
+    other = f"{target}_other"
+    psql("postgres", f"DROP DATABASE IF EXISTS {other}")
+    psql("postgres", f"CREATE DATABASE {other}")
+    connections["target"].close()
+    settings["NAME"] = other
+    try:
+        services.restore_backup(backup=job, database="target", safety_backup=False)
+        restored = [line.replace(other, "OTHER") for line in rows(other, DATABASE_PROPERTIES)]
+    finally:
+        connections["target"].close()
+        settings["NAME"] = target
+        psql("postgres", f"DROP DATABASE IF EXISTS {other} WITH (FORCE)")
+    assert restored == expected
+    assert rows(target, DATABASE_PROPERTIES) == [line.replace("OTHER", target) for line in expected]
