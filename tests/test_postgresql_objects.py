@@ -46,11 +46,12 @@ def low_role(target):
 
 
 def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_role):
-    """A low-privilege role's CHECK constraint calls its function, which tries to make the role a
+    """A low-privilege role's CHECK constraints call its function, which tries to make the role a
     superuser (and swallows the refusal, as it would at every insert). Restored by a superuser, the
-    rows are loaded as the table's owner, so the attempt is refused: the role stays what it was and
-    the rows, owner and constraint come back. (Without the swallowing the restore would fail and
-    roll back, the database unchanged.)"""
+    rows are loaded as the tables' owner, so the attempt is refused: the role stays what it was and
+    the rows, owner and constraints come back. (Without the swallowing the restore would fail and
+    roll back, the database unchanged.) One table is in the role's own schema, the other in public,
+    where only a grant lets the role create tables."""
     psql(target, f"""
         GRANT CREATE ON DATABASE {target} TO {LOW};
         SET ROLE {LOW};
@@ -64,16 +65,22 @@ def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_rol
         END $$;
         CREATE TABLE low.accounts (id int PRIMARY KEY CHECK (low.escalate(id)));
         INSERT INTO low.accounts SELECT generate_series(1, 3);
+        RESET ROLE;
+        GRANT CREATE ON SCHEMA public TO {LOW};
+        SET ROLE {LOW};
+        CREATE TABLE public.notes (id int PRIMARY KEY CHECK (low.escalate(id)));
+        INSERT INTO public.notes VALUES (7);
     """)
     job = services.create_backup(database="target")
-    psql(target, "DELETE FROM low.accounts WHERE id = 2")
+    psql(target, "DELETE FROM low.accounts WHERE id = 2; DELETE FROM public.notes")
 
     restore = services.restore_backup(backup=job, safety_backup=False)
 
     assert restore.status == RestoreStatus.COMPLETED
     assert rows("postgres", f"SELECT rolsuper FROM pg_roles WHERE rolname = '{LOW}'") == ["f"]
     assert rows(target, "SELECT id FROM low.accounts ORDER BY id") == ["1", "2", "3"]
-    assert rows(target, "SELECT tableowner FROM pg_tables WHERE schemaname = 'low'") == [LOW]
+    assert rows(target, "SELECT id FROM public.notes") == ["7"]
+    assert rows(target, "SELECT tableowner FROM pg_tables WHERE tablename IN ('accounts', 'notes')") == [LOW, LOW]
 
 
 DATABASE_OBJECTS = """

@@ -9,9 +9,14 @@ and the database is as before.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
 
-A superuser restores each object as its owner (`--use-set-session-authorization`): the archive's
-functions (in CHECK constraints, say) then run with their owner's rights, never a superuser's.
-Any other role restores everything as itself (`--no-owner`).
+A superuser loads the data and builds indexes and constraints as each table's owner
+(`--use-set-session-authorization`), so that the archive's functions (in CHECK constraints, say)
+run with their owner's rights, never a superuser's. The definitions before the data (pre-data:
+schemas, tables, functions, grants), which run no user code, are created by the superuser and
+given to their owners, as pg_restore does by default: owners may then create their objects in
+the schemas whose CREATE privilege was granted to them, which the grants at the end of a restore
+made entirely as the owners would not allow. Any other role restores everything as itself
+(`--no-owner`).
 """
 
 from __future__ import annotations
@@ -152,7 +157,7 @@ class PostgreSQLEngine(Engine):
                 plan.append((table, qualified, f"pg_temp.backups_keep_{index}"))
         return plan
 
-    def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool, properties: str) -> bytes:
+    def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
         sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
         # First: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
         sql.append(postgresql_database.drop_event_triggers())
@@ -179,7 +184,6 @@ class PostgreSQLEngine(Engine):
             "GRANT USAGE ON SCHEMA public TO PUBLIC;",
             "COMMENT ON SCHEMA public IS 'standard public schema';",
             postgresql_database.RESET_DATABASE_PROPERTIES,
-            properties,
         ]
         return ("\n".join(sql) + "\n").encode()
 
@@ -237,23 +241,33 @@ class PostgreSQLEngine(Engine):
     ) -> None:
         plan = self._keep_plan(keep)
         source = _RereadableHead(source)
-        properties = self._database_properties(source)
+        superuser = self._is_superuser()
         feed_errors: list[BaseException] = []
-        with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
-            prelude.write(self._prelude(
-                plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions, properties=properties
-            ))
+        with (
+            tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude,
+            tempfile.NamedTemporaryFile(prefix="backups-restore-pre-data-", suffix=".sql") as pre_data,
+        ):
+            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
+            prelude.write(self._database_properties(source))
             prelude.flush()
-            # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
-            # without passing through this process. That script ends with the only COMMIT, which
-            # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
-            # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
-            psql_args, env = self._command(
-                "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
+            self._read_toc(
+                ["--section=pre-data", *([] if superuser else ["--no-owner"]), f"--file={pre_data.name}"],
+                source.reader(keep=True),
             )
-            owners = "--use-set-session-authorization" if self._is_superuser() else "--no-owner"
+            # psql runs the prelude (BEGIN, the drops), the definitions, then pg_restore's script of the
+            # data and what follows it straight from its pipe, without passing through this process.
+            # That script ends with the only COMMIT, which pg_restore writes only once it has read the
+            # whole archive: if pg_restore fails, psql reaches the end of its input inside the open
+            # transaction and PostgreSQL rolls it back.
+            psql_args, env = self._command(
+                "psql",
+                ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", f"--file={pre_data.name}",
+                 "--file=-"],
+            )
+            owners = "--use-set-session-authorization" if superuser else "--no-owner"
             with tool_process(
-                ["pg_restore", "--single-transaction", owners, "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             ) as pg_restore:
                 with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
                     pg_restore.stdout.close()  # psql holds the pipe now
@@ -276,12 +290,12 @@ class PostgreSQLEngine(Engine):
             cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             return cursor.fetchone()[0]
 
-    def _database_properties(self, source: _RereadableHead) -> str:
+    def _database_properties(self, source: _RereadableHead) -> bytes:
         """Return SQL giving the database the settings, grants and comment the archive holds for it."""
-        listing = self._read_toc(["--create", "--list"], source.reader(keep=True))
+        listing = self._read_toc(["--create", "--list"], source.reader(keep=True)).decode("utf-8", "replace")
         entries = [line for line in listing.splitlines() if postgresql_database.DATABASE_ENTRY.match(line)]
         if not entries:
-            return ""
+            return b""
         archive_name = re.search(r"^;\s+dbname: (.*)$", listing, re.MULTILINE).group(1)
         with tempfile.NamedTemporaryFile("w", prefix="backups-restore-", suffix=".list") as entry_list:
             entry_list.write("\n".join(entries) + "\n")
@@ -290,15 +304,18 @@ class PostgreSQLEngine(Engine):
         with self.connection.cursor() as cursor:
             cursor.execute("SELECT quote_ident(%s), quote_ident(current_database())", [archive_name])
             quoted_names = cursor.fetchone()
-        return postgresql_database.database_properties(script, quoted_names=quoted_names)
+        # The script is in the archive's encoding, which its SET client_encoding names: keep its bytes.
+        return postgresql_database.database_properties(
+            script.decode("latin-1"), quoted_names=quoted_names
+        ).encode("latin-1")
 
     @classmethod
-    def _read_toc(cls, options: list[str], source: BinaryIO) -> str:
+    def _read_toc(cls, options: list[str], source: BinaryIO) -> bytes:
         """Return what pg_restore prints for entries without data: it reads only the table of contents."""
         with tool_process(["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
             feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
             feeder.start()
-            output = pg_restore.stdout.read().decode("utf-8", "replace")
+            output = pg_restore.stdout.read()
             feeder.join()
             if pg_restore.wait() != 0:
                 raise BackupError(_("pg_restore could not read the archive: %(reason)s.")
@@ -307,7 +324,7 @@ class PostgreSQLEngine(Engine):
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
-        listing = cls._read_toc(["--list"], source)
+        listing = cls._read_toc(["--list"], source).decode("utf-8", "replace")
         # e.g. "215; 1259 16422 TABLE public actor postgres"
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]

@@ -100,7 +100,8 @@ def database_properties(script: str, *, quoted_names: tuple[str, str]) -> str:
     as `quoted_names[0]` and are rewritten for the database `quoted_names[1]` they are restored into.
     """
     parts = _SECTION.split(script)
-    statements = []
+    encoding = re.search(r"^SET client_encoding = .*;$", parts[0], re.MULTILINE)
+    statements = [encoding.group(0)] if encoding else []
     for kind, body in zip(parts[1::2], parts[2::2]):
         if kind not in ("COMMENT", "ACL", "DATABASE PROPERTIES"):
             continue
