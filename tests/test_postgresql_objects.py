@@ -232,3 +232,52 @@ def test_database_properties_apply_to_a_database_restored_under_another_name(tar
         psql("postgres", f"DROP DATABASE IF EXISTS {other} WITH (FORCE)")
     assert restored == expected
     assert rows(target, DATABASE_PROPERTIES) == [line.replace("OTHER", target) for line in expected]
+
+
+APP = "restore_objects_app"
+
+
+@pytest.fixture
+def as_database_owner(target):
+    """Make a role without superuser rights own `target`, and connect to it as that role (psql("target") too)."""
+    psql("postgres", f"DROP ROLE IF EXISTS {APP}")
+    psql("postgres", f"CREATE ROLE {APP} LOGIN")
+    psql("postgres", f"ALTER DATABASE {target} OWNER TO {APP}")
+    settings = connections["target"].settings_dict
+    connections["target"].close()
+    user, settings["USER"] = settings["USER"], APP
+    yield APP
+    connections["target"].close()
+    settings["USER"] = user
+    psql("postgres", f"ALTER DATABASE {target} OWNER TO {user}")
+    psql(target, f"DROP OWNED BY {APP}")
+    psql("postgres", f"DROP ROLE {APP}")
+
+
+def test_database_owner_without_superuser_rights_restores_its_database(target, as_database_owner):
+    """What the docker-compose deployment does: the application's role owns its database and is no superuser."""
+    psql("target", f"""
+        CREATE EXTENSION pg_trgm;
+        CREATE TABLE items (id int PRIMARY KEY, name text);
+        CREATE INDEX items_name ON items USING gin (name gin_trgm_ops);
+        INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 100) g;
+        CREATE PUBLICATION pub_kept FOR TABLE items;
+        ALTER DATABASE {target} SET work_mem = '7MB';
+        COMMENT ON DATABASE {target} IS 'the application''s';
+    """)
+    at_backup = rows("target", DATABASE_OBJECTS), rows("target", DATABASE_PROPERTIES)
+    job = services.create_backup(database="target")
+    psql("target", f"""
+        DELETE FROM items WHERE id > 10;
+        CREATE TABLE created_after (id int);
+        CREATE PUBLICATION pub_after FOR TABLE created_after;
+        ALTER DATABASE {target} SET statement_timeout = '1s';
+        COMMENT ON DATABASE {target} IS 'changed later';
+    """)
+
+    restore = services.restore_backup(backup=job)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert (rows("target", DATABASE_OBJECTS), rows("target", DATABASE_PROPERTIES)) == at_backup
+    assert rows("target", "SELECT count(*), min(tableowner) FROM items, pg_tables WHERE tablename = 'items'") == [f"100|{APP}"]
+    assert rows("target", "SELECT to_regclass('created_after') IS NULL") == ["t"]

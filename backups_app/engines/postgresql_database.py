@@ -28,9 +28,11 @@ _DROPS = [
     ("pg_publication", "format('DROP PUBLICATION IF EXISTS %I CASCADE', c.pubname)", None),
     ("pg_foreign_server", "format('DROP SERVER IF EXISTS %I CASCADE', c.srvname)", None),  # and its user mappings
     ("pg_foreign_data_wrapper", "format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', c.fdwname)", None),
-    ("pg_extension", "format('DROP EXTENSION IF EXISTS %I CASCADE', c.extname)", None),
+    # Schemas before extensions: the extensions in them go with them (CASCADE asks for ownership of
+    # the schema only), so that a database owner can drop one a superuser created there.
     ("pg_namespace", "format('DROP SCHEMA IF EXISTS %I CASCADE', c.nspname)",
      "c.nspname NOT LIKE 'pg\\_%' AND c.nspname <> 'information_schema'"),  # public too: its oid is below 16384
+    ("pg_extension", "format('DROP EXTENSION IF EXISTS %I CASCADE', c.extname)", None),
     ("pg_language", "format('DROP LANGUAGE IF EXISTS %I CASCADE', c.lanname)", None),
     ("pg_cast", "format('DROP CAST IF EXISTS (%s AS %s) CASCADE', c.castsource::regtype, c.casttarget::regtype)", None),
     ("pg_transform",
