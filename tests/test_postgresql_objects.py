@@ -4,6 +4,7 @@ import pytest
 from django.db import connections
 
 from backups_app import services
+from backups_app.errors import BackupError
 from backups_app.models import RestoreStatus
 
 from .conftest import psql, rows
@@ -34,6 +35,15 @@ def target():
         FOR s IN SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
         LOOP EXECUTE format('ALTER SUBSCRIPTION %1$I DISABLE; ALTER SUBSCRIPTION %1$I SET (slot_name = NONE); DROP SUBSCRIPTION %1$I', s);
         END LOOP; END $$""")
+
+
+def _backup_that_fails_to_restore(target: str):
+    """Back up `target` with a table whose owning role is then dropped: restoring it fails part-way."""
+    gone = "restore_objects_gone"
+    psql(target, f"DROP ROLE IF EXISTS {gone}; CREATE ROLE {gone}; CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO {gone}")
+    job = services.create_backup(database="target")
+    psql(target, f"DROP TABLE owned_by_gone; DROP ROLE {gone}")
+    return job
 
 
 @pytest.fixture
@@ -151,10 +161,14 @@ def test_database_level_objects_are_restored_and_later_ones_dropped(target):
             FROM SQL WITH FUNCTION varchar_support(internal), TO SQL WITH FUNCTION int8recv(internal));
         CREATE ACCESS METHOD table_am_after TYPE TABLE HANDLER heap_tableam_handler;
         CREATE ACCESS METHOD index_am_after TYPE INDEX HANDLER hashhandler;
-        CREATE EVENT TRIGGER refuse_drops ON sql_drop EXECUTE FUNCTION public.refuse_drops();
     """)
+    failing = _backup_that_fails_to_restore(target)
+    psql(target, "CREATE EVENT TRIGGER refuse_drops ON sql_drop EXECUTE FUNCTION public.refuse_drops()")
     after_backup = rows(target, DATABASE_OBJECTS)
     assert len(after_backup) == len(at_backup) + 15, after_backup
+    with pytest.raises(BackupError, match="rolled back"):
+        services.restore_backup(backup=failing, safety_backup=False)
+    assert rows(target, DATABASE_OBJECTS) == after_backup  # all or nothing
 
     restore = services.restore_backup(backup=job, safety_backup=False)
 
@@ -198,7 +212,11 @@ def test_database_settings_grants_and_comment_come_back_to_their_backup_values(t
         GRANT ALL ON DATABASE {target} TO PUBLIC;
         GRANT TEMPORARY ON DATABASE {target} TO {LOW};
     """)
-    assert rows(target, DATABASE_PROPERTIES) != at_backup
+    changed = rows(target, DATABASE_PROPERTIES)
+    assert changed != at_backup
+    with pytest.raises(BackupError, match="rolled back"):
+        services.restore_backup(backup=_backup_that_fails_to_restore(target), safety_backup=False)
+    assert rows(target, DATABASE_PROPERTIES) == changed  # all or nothing
 
     services.restore_backup(backup=job, safety_backup=False)
 
