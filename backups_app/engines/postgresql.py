@@ -1,11 +1,12 @@
 """PostgreSQL: `pg_dump` custom format out, `pg_restore` + `psql` in one transaction back.
 
 The restore replaces the whole content of the database in a single transaction: it drops every
-user schema, large object and database-level object (postgresql_database), puts back the
-database's own properties from the archive, then runs the archive's SQL (`pg_restore --file=-`
-piped into psql) and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
-finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything back
-and the database is as before.
+user schema, large object and database-level object (postgresql_database), gives the database the
+properties the archive holds for it, then runs the archive's SQL (`pg_restore --file=-` piped into
+psql) and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that
+did not finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything
+back and the database is as before. The database's properties and the definitions come from
+pg_restore runs that read the archive's table of contents only, kept in memory for the main one.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
 
@@ -259,11 +260,10 @@ class PostgreSQLEngine(Engine):
             # That script ends with the only COMMIT, which pg_restore writes only once it has read the
             # whole archive: if pg_restore fails, psql reaches the end of its input inside the open
             # transaction and PostgreSQL rolls it back.
-            psql_args, env = self._command(
-                "psql",
-                ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", f"--file={pre_data.name}",
-                 "--file=-"],
-            )
+            psql_args, env = self._command("psql", [
+                "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", f"--file={pre_data.name}",
+                "--file=-",
+            ])
             owners = "--use-set-session-authorization" if superuser else "--no-owner"
             with tool_process(
                 ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],

@@ -11,63 +11,67 @@ from __future__ import annotations
 
 import re
 
-# User objects have oids from 16384 (FirstNormalObjectId) up; members of an extension go with it.
-_USER_OBJECT = (
-    "c.oid >= 16384 AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d "
-    "WHERE d.classid = '{catalog}'::regclass AND d.objid = c.oid AND d.deptype = 'e')"
-)
 
-# In this order: an object of a later kind may depend on one of an earlier kind.
+def _user_objects(catalog: str, extra: str = "") -> str:
+    """Return a condition on the row `c` of `catalog`: an object a user made, not one of an extension's."""
+    # Users' objects have oids from 16384 (FirstNormalObjectId) up; an extension's go with it.
+    return (
+        f"c.oid >= 16384 AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = '{catalog}'::regclass "
+        f"AND d.objid = c.oid AND d.deptype = 'e'){extra}"
+    )
+
+
+# (catalog, the statements dropping its object c, which of its objects), in this order: an object of
+# a later kind may depend on one of an earlier kind. IF EXISTS: a CASCADE may have dropped it already.
 _DROPS = [
-    # (catalog, the statements dropping the object c, extra condition)
+    # DROP SUBSCRIPTION may run inside a transaction only without a replication slot to drop.
     ("pg_subscription",
-     # DROP SUBSCRIPTION may run inside a transaction only without a replication slot to drop.
      "format('ALTER SUBSCRIPTION %1$I DISABLE; ALTER SUBSCRIPTION %1$I SET (slot_name = NONE); "
      "DROP SUBSCRIPTION %1$I', c.subname)",
-     "c.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"),
-    ("pg_publication", "format('DROP PUBLICATION IF EXISTS %I CASCADE', c.pubname)", None),
-    ("pg_foreign_server", "format('DROP SERVER IF EXISTS %I CASCADE', c.srvname)", None),  # and its user mappings
-    ("pg_foreign_data_wrapper", "format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', c.fdwname)", None),
-    # Schemas before extensions: the extensions in them go with them (CASCADE asks for ownership of
-    # the schema only), so that a database owner can drop one a superuser created there.
+     _user_objects("pg_subscription", " AND c.subdbid = (SELECT oid FROM pg_catalog.pg_database "
+                                      "WHERE datname = pg_catalog.current_database())")),
+    ("pg_publication", "format('DROP PUBLICATION IF EXISTS %I CASCADE', c.pubname)", _user_objects("pg_publication")),
+    # With its user mappings.
+    ("pg_foreign_server", "format('DROP SERVER IF EXISTS %I CASCADE', c.srvname)", _user_objects("pg_foreign_server")),
+    ("pg_foreign_data_wrapper", "format('DROP FOREIGN DATA WRAPPER IF EXISTS %I CASCADE', c.fdwname)",
+     _user_objects("pg_foreign_data_wrapper")),
+    # Every schema but the system's (public too, whose oid is below 16384). Before the extensions: the
+    # extensions in a schema go with it (CASCADE asks for ownership of the schema only), so that a
+    # database owner's restore also drops those a superuser created there.
     ("pg_namespace", "format('DROP SCHEMA IF EXISTS %I CASCADE', c.nspname)",
-     "c.nspname NOT LIKE 'pg\\_%' AND c.nspname <> 'information_schema'"),  # public too: its oid is below 16384
-    ("pg_extension", "format('DROP EXTENSION IF EXISTS %I CASCADE', c.extname)", None),
-    ("pg_language", "format('DROP LANGUAGE IF EXISTS %I CASCADE', c.lanname)", None),
-    ("pg_cast", "format('DROP CAST IF EXISTS (%s AS %s) CASCADE', c.castsource::regtype, c.casttarget::regtype)", None),
+     "c.nspname NOT LIKE 'pg\\_%' AND c.nspname <> 'information_schema'"),
+    ("pg_extension", "format('DROP EXTENSION IF EXISTS %I CASCADE', c.extname)", _user_objects("pg_extension")),
+    ("pg_language", "format('DROP LANGUAGE IF EXISTS %I CASCADE', c.lanname)", _user_objects("pg_language")),
+    ("pg_cast", "format('DROP CAST IF EXISTS (%s AS %s) CASCADE', c.castsource::regtype, c.casttarget::regtype)",
+     _user_objects("pg_cast")),
     ("pg_transform",
      "format('DROP TRANSFORM IF EXISTS FOR %s LANGUAGE %I CASCADE', c.trftype::regtype, "
-     "(SELECT lanname FROM pg_catalog.pg_language WHERE oid = c.trflang))", None),
-    ("pg_am", "format('DROP ACCESS METHOD IF EXISTS %I CASCADE', c.amname)", None),
+     "(SELECT lanname FROM pg_catalog.pg_language WHERE oid = c.trflang))", _user_objects("pg_transform")),
+    ("pg_am", "format('DROP ACCESS METHOD IF EXISTS %I CASCADE', c.amname)", _user_objects("pg_am")),
 ]
 
 
-def _drop_loop(queries: list[str]) -> str:
+def _drop_loop(drops: list[tuple[str, str, str]]) -> str:
+    queries = [
+        f"SELECT {index}, {statement} FROM pg_catalog.{catalog} c WHERE {where}"
+        for index, (catalog, statement, where) in enumerate(drops)
+    ]
     return (
-        "DO $$ DECLARE statement text; BEGIN FOR statement IN "
+        "DO $$ DECLARE kind int; statement text; BEGIN FOR kind, statement IN "
         + " UNION ALL ".join(queries)
-        + " ORDER BY 1 LOOP EXECUTE substr(statement, 5); END LOOP; END $$;"
+        + " ORDER BY 1 LOOP EXECUTE statement; END LOOP; END $$;"
     )
 
 
 def drop_event_triggers() -> str:
     """Return SQL dropping the event triggers, before any other DDL of the restore would fire them."""
-    condition = _USER_OBJECT.format(catalog="pg_event_trigger")
-    return _drop_loop([
-        "SELECT '000 ' || format('DROP EVENT TRIGGER IF EXISTS %I', c.evtname) "
-        f"FROM pg_catalog.pg_event_trigger c WHERE {condition}"
-    ])
+    return _drop_loop([("pg_event_trigger", "format('DROP EVENT TRIGGER IF EXISTS %I', c.evtname)",
+                        _user_objects("pg_event_trigger"))])
 
 
 def drop_database_objects() -> str:
-    """Return SQL dropping every user schema and database-level object, in dependency order."""
-    queries = []
-    for index, (catalog, statement, condition) in enumerate(_DROPS):
-        where = condition if catalog == "pg_namespace" else _USER_OBJECT.format(catalog=catalog)
-        if condition and catalog != "pg_namespace":
-            where += f" AND {condition}"
-        queries.append(f"SELECT '{index:03d} ' || {statement} FROM pg_catalog.{catalog} c WHERE {where}")
-    return _drop_loop(queries)
+    """Return SQL dropping every user schema and database-level object."""
+    return _drop_loop(_DROPS)
 
 
 # Back to what CREATE DATABASE gives, before the archive's properties are applied.
@@ -90,7 +94,7 @@ EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC', db);
 END $$;"""
 
 # The archive's entries about the database itself, as `pg_restore --create --list` shows them.
-DATABASE_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:(?:COMMENT|ACL) - DATABASE |DATABASE PROPERTIES - )", re.MULTILINE)
+DATABASE_ENTRY = re.compile(r"\d+; \d+ \d+ (?:(?:COMMENT|ACL) - DATABASE |DATABASE PROPERTIES - )")
 _SECTION = re.compile(r"^--\n-- Name: .*; Type: (.*); Schema: .*; Owner: .*\n--\n", re.MULTILINE)
 
 
@@ -114,8 +118,7 @@ def database_properties(script: str, *, quoted_names: tuple[str, str]) -> str:
     sql = re.sub(r"^ALTER DATABASE .* (?:CONNECTION LIMIT|IS_TEMPLATE) = \S+;$", "", sql, flags=re.MULTILINE)
     old, new = quoted_names
     if old != new:
-        sql = re.sub(
-            r"^((?:ALTER|COMMENT ON|(?:GRANT|REVOKE) .*? ON|ALTER ROLE .*? IN) DATABASE )" + re.escape(old) + "(?=[ ;])",
-            lambda match: match.group(1) + new, sql, flags=re.MULTILINE,
-        )
+        statement_start = r"^((?:ALTER|COMMENT ON|(?:GRANT|REVOKE) .*? ON|ALTER ROLE .*? IN) DATABASE )"
+        sql = re.sub(statement_start + re.escape(old) + "(?=[ ;])", lambda match: match.group(1) + new, sql,
+                     flags=re.MULTILINE)
     return sql
