@@ -292,22 +292,13 @@ class PostgreSQLEngine(Engine):
 
     def _database_properties(self, source: _RereadableHead) -> bytes:
         """Return SQL giving the database the settings, grants and comment the archive holds for it."""
-        listing = self._read_toc(["--create", "--list"], source.reader(keep=True)).decode("utf-8", "replace")
-        entries = [line for line in listing.splitlines() if postgresql_database.DATABASE_ENTRY.match(line)]
-        if not entries:
-            return b""
-        archive_name = re.search(r"^;\s+dbname: (.*)$", listing, re.MULTILINE).group(1)
-        with tempfile.NamedTemporaryFile("w", prefix="backups-restore-", suffix=".list") as entry_list:
-            entry_list.write("\n".join(entries) + "\n")
-            entry_list.flush()
-            script = self._read_toc(["--create", f"--use-list={entry_list.name}", "--file=-"], source.reader(keep=True))
+        # --create adds the database's entries to any selection; no schema has a name this long.
+        script = self._read_toc(["--create", f"--schema={'x' * 64}", "--file=-"], source.reader(keep=True))
         with self.connection.cursor() as cursor:
-            cursor.execute("SELECT quote_ident(%s), quote_ident(current_database())", [archive_name])
-            quoted_names = cursor.fetchone()
+            cursor.execute("SELECT quote_ident(current_database())")
+            quoted_name = cursor.fetchone()[0]
         # The script is in the archive's encoding, which its SET client_encoding names: keep its bytes.
-        return postgresql_database.database_properties(
-            script.decode("latin-1"), quoted_names=quoted_names
-        ).encode("latin-1")
+        return postgresql_database.database_properties(script.decode("latin-1"), quoted_name=quoted_name).encode("latin-1")
 
     @classmethod
     def _read_toc(cls, options: list[str], source: BinaryIO) -> bytes:

@@ -93,32 +93,31 @@ EXECUTE format('GRANT ALL ON DATABASE %s TO %s', db,
 EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC', db);
 END $$;"""
 
-# The archive's entries about the database itself, as `pg_restore --create --list` shows them.
-DATABASE_ENTRY = re.compile(r"\d+; \d+ \d+ (?:(?:COMMENT|ACL) - DATABASE |DATABASE PROPERTIES - )")
 _SECTION = re.compile(r"^--\n-- Name: .*; Type: (.*); Schema: .*; Owner: .*\n--\n", re.MULTILINE)
 
 
-def database_properties(script: str, *, quoted_names: tuple[str, str]) -> str:
+def database_properties(script: str, *, quoted_name: str) -> str:
     """Return the statements of pg_restore's `--create` script that set the database's properties.
 
-    `script` holds the archive's COMMENT, ACL and DATABASE PROPERTIES entries about the database
-    (and the CREATE DATABASE that `--create` always adds, left out here); they name the database
-    as `quoted_names[0]` and are rewritten for the database `quoted_names[1]` they are restored into.
+    `script` holds the archive's entries about the database: its CREATE DATABASE (left out) and the
+    COMMENT, ACL and DATABASE PROPERTIES entries, which are rewritten for the database `quoted_name`
+    they are restored into, the archive's name being the one in CREATE DATABASE.
     """
     parts = _SECTION.split(script)
     encoding = re.search(r"^SET client_encoding = .*;$", parts[0], re.MULTILINE)
     statements = [encoding.group(0)] if encoding else []
+    archive_name = None
     for kind, body in zip(parts[1::2], parts[2::2]):
-        if kind not in ("COMMENT", "ACL", "DATABASE PROPERTIES"):
-            continue
-        # pg_restore's own psql commands (\connect, \restrict) follow the entries.
-        statements += [line for line in body.splitlines() if not line.startswith("\\")]
+        if kind == "DATABASE":
+            archive_name = re.search(r'^CREATE DATABASE ("(?:[^"]|"")*"|\S+)', body, re.MULTILINE).group(1)
+        elif kind in ("COMMENT", "ACL", "DATABASE PROPERTIES"):
+            # pg_restore's own psql commands (\connect, \restrict) follow the entries.
+            statements += [line for line in body.splitlines() if not line.startswith("\\")]
     sql = "\n".join(statements)
     # The connection limit and template flag belong to the server's administration, not to the content.
     sql = re.sub(r"^ALTER DATABASE .* (?:CONNECTION LIMIT|IS_TEMPLATE) = \S+;$", "", sql, flags=re.MULTILINE)
-    old, new = quoted_names
-    if old != new:
+    if archive_name and archive_name != quoted_name:
         statement_start = r"^((?:ALTER|COMMENT ON|(?:GRANT|REVOKE) .*? ON|ALTER ROLE .*? IN) DATABASE )"
-        sql = re.sub(statement_start + re.escape(old) + "(?=[ ;])", lambda match: match.group(1) + new, sql,
-                     flags=re.MULTILINE)
+        sql = re.sub(statement_start + re.escape(archive_name) + "(?=[ ;])", lambda match: match.group(1) + quoted_name,
+                     sql, flags=re.MULTILINE)
     return sql
