@@ -59,7 +59,8 @@ def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_rol
     rows are loaded as the tables' owner, so the attempt is refused: the role stays what it was and
     the rows, owner and constraints come back. (Without the swallowing the restore would fail and
     roll back, the database unchanged.) One table is in the role's own schema, the other in public,
-    where only a grant lets the role create tables."""
+    where only a grant lets the role create tables; an aggregate's initial value runs the function
+    through a domain's CHECK when the aggregate is made, before the data."""
     psql(target, f"""
         GRANT CREATE ON DATABASE {target} TO {LOW};
         SET ROLE {LOW};
@@ -73,6 +74,10 @@ def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_rol
         END $$;
         CREATE TABLE low.accounts (id int PRIMARY KEY CHECK (low.escalate(id)));
         INSERT INTO low.accounts SELECT generate_series(1, 3);
+        -- CREATE AGGREGATE checks its INITCOND against the domain, before any data.
+        CREATE DOMAIN low.checked AS int CHECK (low.escalate(VALUE));
+        CREATE FUNCTION low.add(low.checked, int) RETURNS low.checked LANGUAGE sql AS 'SELECT $1 + $2';
+        CREATE AGGREGATE low.total(int) (SFUNC = low.add, STYPE = low.checked, INITCOND = '0');
         RESET ROLE;
         GRANT CREATE ON SCHEMA public TO {LOW};
         SET ROLE {LOW};
@@ -88,6 +93,7 @@ def test_restore_runs_an_owners_functions_with_the_owners_rights(target, low_rol
     assert rows("postgres", f"SELECT rolsuper FROM pg_roles WHERE rolname = '{LOW}'") == ["f"]
     assert rows(target, "SELECT id FROM low.accounts ORDER BY id") == ["1", "2", "3"]
     assert rows(target, "SELECT id FROM public.notes") == ["7"]
+    assert rows(target, "SELECT low.total(id) FROM low.accounts") == ["6"]
     assert rows(target, "SELECT tableowner FROM pg_tables WHERE tablename IN ('accounts', 'notes')") == [LOW, LOW]
 
 

@@ -10,14 +10,12 @@ pg_restore runs that read the archive's table of contents only, kept in memory f
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
 
-A superuser loads the data and builds indexes and constraints as each table's owner
-(`--use-set-session-authorization`), so that the archive's functions (in CHECK constraints, say)
-run with their owner's rights, never a superuser's. The definitions before the data (pre-data:
-schemas, tables, functions, grants), which run no user code, are created by the superuser and
-given to their owners, as pg_restore does by default: owners may then create their objects in
-the schemas whose CREATE privilege was granted to them, which the grants at the end of a restore
-made entirely as the owners would not allow. Any other role restores everything as itself
-(`--no-owner`).
+A superuser restores each object as its owner (`--use-set-session-authorization`), so that the
+archive's functions (in CHECK constraints, say) run with their owner's rights, never a superuser's;
+only the schemas, extensions, foreign data wrappers and servers, which run no user code, are made
+by the superuser and given to their owners first, with their grants: pg_restore grants at the very end,
+too late for a role that may create tables in a schema only through a grant. Any other role
+restores everything as itself (`--no-owner`).
 """
 
 from __future__ import annotations
@@ -244,27 +242,22 @@ class PostgreSQLEngine(Engine):
         source = _RereadableHead(source)
         superuser = self._is_superuser()
         feed_errors: list[BaseException] = []
-        with (
-            tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude,
-            tempfile.NamedTemporaryFile(prefix="backups-restore-pre-data-", suffix=".sql") as pre_data,
-        ):
-            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-            prelude.write(self._database_properties(source))
-            prelude.flush()
-            self._read_toc(
-                ["--section=pre-data", *([] if superuser else ["--no-owner"]), f"--file={pre_data.name}"],
-                source.reader(keep=True),
-            )
+        owners = "--use-set-session-authorization" if superuser else "--no-owner"
+        with tempfile.TemporaryDirectory(prefix="backups-restore-") as directory:
+            prelude = os.path.join(directory, "prelude.sql")
+            with open(prelude, "wb") as prelude_file:
+                prelude_file.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
+                prelude_file.write(self._database_properties(source))
+            definitions = self._definitions(source, directory, superuser=superuser)
             # psql runs the prelude (BEGIN, the drops), the definitions, then pg_restore's script of the
             # data and what follows it straight from its pipe, without passing through this process.
             # That script ends with the only COMMIT, which pg_restore writes only once it has read the
             # whole archive: if pg_restore fails, psql reaches the end of its input inside the open
             # transaction and PostgreSQL rolls it back.
             psql_args, env = self._command("psql", [
-                "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", f"--file={pre_data.name}",
-                "--file=-",
+                "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+                *(f"--file={path}" for path in [prelude, *definitions]), "--file=-",
             ])
-            owners = "--use-set-session-authorization" if superuser else "--no-owner"
             with tool_process(
                 ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -284,6 +277,29 @@ class PostgreSQLEngine(Engine):
                         raise
                     if psql.wait() != 0:
                         raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+
+    def _definitions(self, source: _RereadableHead, directory: str, *, superuser: bool) -> list[str]:
+        """Write the SQL of the archive's definitions (its pre-data section); return the files, in order.
+
+        The schemas, extensions, foreign data wrappers and servers, with their grants, come first,
+        made by the restoring role and given to their owners: they run no user code, and the owners
+        of what is in them may need those grants to make it. The rest is made as its owners.
+        """
+        listing = self._read_toc(["--list"], source.reader(keep=True)).decode("utf-8", "replace")
+        containers, others = postgresql_database.split_definitions(listing)
+        files = []
+        for name, entries, options in [
+            ("containers", containers, [] if superuser else ["--no-owner"]),
+            ("definitions", others, ["--use-set-session-authorization" if superuser else "--no-owner"]),
+        ]:
+            entry_list, script = os.path.join(directory, f"{name}.list"), os.path.join(directory, f"{name}.sql")
+            with open(entry_list, "w") as entry_list_file:
+                entry_list_file.write(entries)
+            self._read_toc(
+                ["--section=pre-data", f"--use-list={entry_list}", *options, f"--file={script}"], source.reader(keep=True)
+            )
+            files.append(script)
+        return files
 
     def _is_superuser(self) -> bool:
         with self.connection.cursor() as cursor:

@@ -93,6 +93,21 @@ EXECUTE format('GRANT ALL ON DATABASE %s TO %s', db,
 EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %s TO PUBLIC', db);
 END $$;"""
 
+# What others' objects are made in, and the grants to make them there (`pg_restore --list` lines);
+# extensions too, whose scripts a superuser runs anyway, as foreign data wrappers may come from them.
+_CONTAINER = r"(?:SCHEMA|EXTENSION|FOREIGN DATA WRAPPER|SERVER|USER MAPPING) "
+_CONTAINER_ENTRY = re.compile(
+    rf"\d+; \d+ \d+ (?:{_CONTAINER}|(?:ACL|COMMENT|SECURITY LABEL) - (?:{_CONTAINER}|FOREIGN SERVER ))"
+)
+
+
+def split_definitions(listing: str) -> tuple[str, str]:
+    """Split the entries of `pg_restore --list` into two lists for `--use-list`: containers, others."""
+    lines = listing.splitlines(keepends=True)
+    containers = [line for line in lines if _CONTAINER_ENTRY.match(line)]
+    return "".join(containers), "".join(line for line in lines if not _CONTAINER_ENTRY.match(line))
+
+
 _SECTION = re.compile(r"^--\n-- Name: .*; Type: (.*); Schema: .*; Owner: .*\n--\n", re.MULTILINE)
 
 
