@@ -13,8 +13,8 @@ primary keys restorable over an existing database.
 A superuser restores each object as its owner (`--use-set-session-authorization`), so that the
 archive's functions (in CHECK constraints, say) run with their owner's rights, never a superuser's;
 only the schemas, extensions, foreign data wrappers and servers, which run no user code, are made
-by the superuser and given to their owners first, with their grants: pg_restore grants at the very end,
-too late for a role that may create tables in a schema only through a grant. Any other role
+by the superuser and given to their owners first, with their grants: pg_restore grants at the very
+end, too late for a role that may create tables in a schema only through a grant. Any other role
 restores everything as itself (`--no-owner`).
 """
 
@@ -34,7 +34,7 @@ from django.db.backends.postgresql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
+from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_process
 from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
@@ -239,7 +239,7 @@ class PostgreSQLEngine(Engine):
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
         plan = self._keep_plan(keep)
-        source = _RereadableHead(source)
+        archive = RereadableHead(source)
         superuser = self._is_superuser()
         feed_errors: list[BaseException] = []
         owners = "--use-set-session-authorization" if superuser else "--no-owner"
@@ -247,8 +247,8 @@ class PostgreSQLEngine(Engine):
             prelude = os.path.join(directory, "prelude.sql")
             with open(prelude, "wb") as prelude_file:
                 prelude_file.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-                prelude_file.write(self._database_properties(source))
-            definitions = self._definitions(source, directory, superuser=superuser)
+                prelude_file.write(self._database_properties(archive))
+            definitions = self._definitions(archive, directory, superuser=superuser)
             # psql runs the prelude (BEGIN, the drops), the definitions, then pg_restore's script of the
             # data and what follows it straight from its pipe, without passing through this process.
             # That script ends with the only COMMIT, which pg_restore writes only once it has read the
@@ -265,7 +265,7 @@ class PostgreSQLEngine(Engine):
                 with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
                     pg_restore.stdout.close()  # psql holds the pipe now
                     feeder = threading.Thread(
-                        target=self._feed, args=(source.reader(keep=False), pg_restore.stdin, feed_errors)
+                        target=self._feed, args=(archive.reader(keep=False), pg_restore.stdin, feed_errors)
                     )
                     feeder.start()
                     try:
@@ -278,14 +278,14 @@ class PostgreSQLEngine(Engine):
                     if psql.wait() != 0:
                         raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
 
-    def _definitions(self, source: _RereadableHead, directory: str, *, superuser: bool) -> list[str]:
+    def _definitions(self, archive: RereadableHead, directory: str, *, superuser: bool) -> list[str]:
         """Write the SQL of the archive's definitions (its pre-data section); return the files, in order.
 
         The schemas, extensions, foreign data wrappers and servers, with their grants, come first,
         made by the restoring role and given to their owners: they run no user code, and the owners
         of what is in them may need those grants to make it. The rest is made as its owners.
         """
-        listing = self._read_toc(["--list"], source.reader(keep=True)).decode("utf-8", "replace")
+        listing = self._read_toc(["--list"], archive.reader(keep=True)).decode("utf-8", "replace")
         containers, others = postgresql_database.split_definitions(listing)
         files = []
         for name, entries, options in [
@@ -296,7 +296,7 @@ class PostgreSQLEngine(Engine):
             with open(entry_list, "w") as entry_list_file:
                 entry_list_file.write(entries)
             self._read_toc(
-                ["--section=pre-data", f"--use-list={entry_list}", *options, f"--file={script}"], source.reader(keep=True)
+                ["--section=pre-data", f"--use-list={entry_list}", *options, f"--file={script}"], archive.reader(keep=True)
             )
             files.append(script)
         return files
@@ -306,10 +306,10 @@ class PostgreSQLEngine(Engine):
             cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             return cursor.fetchone()[0]
 
-    def _database_properties(self, source: _RereadableHead) -> bytes:
+    def _database_properties(self, archive: RereadableHead) -> bytes:
         """Return SQL giving the database the settings, grants and comment the archive holds for it."""
         # --create adds the database's entries to any selection; no schema has a name this long.
-        script = self._read_toc(["--create", f"--schema={'x' * 64}", "--file=-"], source.reader(keep=True))
+        script = self._read_toc(["--create", f"--schema={'x' * 64}", "--file=-"], archive.reader(keep=True))
         with self.connection.cursor() as cursor:
             cursor.execute("SELECT quote_ident(current_database())")
             quoted_name = cursor.fetchone()[0]
@@ -369,32 +369,3 @@ class PostgreSQLEngine(Engine):
             ) % {"alias": self.alias, "seconds": lock_timeout}
         return _("The restore failed and was rolled back, the database is unchanged: %(reason)s") % {"reason": reason}
 
-
-class _RereadableHead:
-    """Let the start of an archive stream (its table of contents) be read again; the rest is read once."""
-
-    def __init__(self, source: BinaryIO):
-        self._source = source
-        self._head = bytearray()
-
-    def reader(self, *, keep: bool) -> BinaryIO:
-        """Return a stream from the start; with `keep`, what it reads past the kept head is kept too."""
-        return _HeadReader(self, keep)
-
-
-class _HeadReader:
-    def __init__(self, owner: _RereadableHead, keep: bool):
-        self._owner, self._keep, self._position = owner, keep, 0
-
-    def read(self, size: int = -1) -> bytes:
-        head = self._owner._head
-        if self._position < len(head):
-            end = len(head) if size < 0 else self._position + size
-            chunk = bytes(head[self._position:end])
-            self._position += len(chunk)
-            return chunk
-        chunk = self._owner._source.read(size)
-        if self._keep:
-            head += chunk
-            self._position += len(chunk)
-        return chunk
