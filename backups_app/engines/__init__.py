@@ -129,6 +129,36 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
         target.write(chunk)
 
 
+class RereadableHead:
+    """Let the start of an archive stream (its table of contents) be read again; the rest is read once."""
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+        self._head = bytearray()
+
+    def reader(self, *, keep: bool) -> BinaryIO:
+        """Return a stream from the start; with `keep`, what it reads past the kept head is kept too."""
+        return _HeadReader(self, keep)
+
+
+class _HeadReader:
+    def __init__(self, owner: RereadableHead, keep: bool):
+        self._owner, self._keep, self._position = owner, keep, 0
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._owner._head
+        if self._position < len(head):
+            end = len(head) if size < 0 else self._position + size
+            chunk = bytes(head[self._position:end])
+            self._position += len(chunk)
+            return chunk
+        chunk = self._owner._source.read(size)
+        if self._keep:
+            head += chunk
+            self._position += len(chunk)
+        return chunk
+
+
 def _die_with_parent() -> None:
     """Have the kernel kill the tool if the process that runs it is killed (prctl PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):

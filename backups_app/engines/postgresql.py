@@ -1,12 +1,21 @@
 """PostgreSQL: `pg_dump` custom format out, `pg_restore` + `psql` in one transaction back.
 
 The restore replaces the whole content of the database in a single transaction: it drops every
-user schema and large object, then runs the archive's SQL (`pg_restore --file=-` piped into psql)
-and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
-finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything back
-and the database is as before.
+user schema, large object and database-level object (postgresql_database), gives the database the
+properties the archive holds for it, then runs the archive's SQL (`pg_restore --file=-` piped into
+psql) and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that
+did not finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything
+back and the database is as before. The database's properties and the definitions come from
+pg_restore runs that read the archive's table of contents only, kept in memory for the main one.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
+
+A superuser restores each object as its owner (`--use-set-session-authorization`), so that the
+archive's functions (in CHECK constraints, say) run with their owner's rights, never a superuser's;
+only the schemas, extensions, foreign data wrappers and servers, which run no user code, are made
+by the superuser and given to their owners first, with their grants: pg_restore grants at the very
+end, too late for a role that may create tables in a schema only through a grant. Any other role
+restores everything as itself (`--no-owner`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from django.utils.translation import gettext as _
 
 from ..conf import setting
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
+from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_process
+from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
@@ -164,6 +174,8 @@ class PostgreSQLEngine(Engine):
 
     def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
         sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
+        # First: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
+        sql.append(postgresql_database.drop_event_triggers())
         if terminate_sessions:
             keep_pids = [getattr(self, "_lock_pid", 0)]
             if self.connection.connection is not None:
@@ -180,14 +192,13 @@ class PostgreSQLEngine(Engine):
         if plan:
             sql += self._put_back_function(plan)
         sql += [
-            "DO $$ DECLARE s name; BEGIN FOR s IN SELECT nspname FROM pg_namespace "
-            "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
-            "LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$;",
+            postgresql_database.drop_database_objects(),
             "SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata;",
             # What initdb makes, and what pg_dump's "*not* creating schema" assumes.
             "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
             "GRANT USAGE ON SCHEMA public TO PUBLIC;",
             "COMMENT ON SCHEMA public IS 'standard public schema';",
+            postgresql_database.RESET_DATABASE_PROPERTIES,
         ]
         return ("\n".join(sql) + "\n").encode()
 
@@ -229,7 +240,8 @@ class PostgreSQLEngine(Engine):
             body.append(f"EXECUTE {quote_literal(reset)};")
         return [
             # SET search_path FROM CURRENT: the session's usual path, not the empty one pg_restore sets.
-            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql "
+            # SECURITY DEFINER: at COMMIT the session is whichever owner pg_restore's script set last.
+            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
             "SET search_path FROM CURRENT AS $put_back$ DECLARE cols text; BEGIN "
             + " ".join(body)
             + " RETURN NULL; END $put_back$;",
@@ -243,23 +255,34 @@ class PostgreSQLEngine(Engine):
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
         plan = self._keep_plan(keep)
+        archive = RereadableHead(source)
+        superuser = self._is_superuser()
         feed_errors: list[BaseException] = []
-        with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
-            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-            prelude.flush()
-            # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
-            # without passing through this process. That script ends with the only COMMIT, which
-            # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
-            # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
-            psql_args, env = self._command(
-                "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
-            )
+        owners = "--use-set-session-authorization" if superuser else "--no-owner"
+        with tempfile.TemporaryDirectory(prefix="backups-restore-") as directory:
+            prelude = os.path.join(directory, "prelude.sql")
+            with open(prelude, "wb") as prelude_file:
+                prelude_file.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
+                prelude_file.write(self._database_properties(archive))
+            definitions = self._definitions(archive, directory, superuser=superuser)
+            # psql runs the prelude (BEGIN, the drops), the definitions, then pg_restore's script of the
+            # data and what follows it straight from its pipe, without passing through this process.
+            # That script ends with the only COMMIT, which pg_restore writes only once it has read the
+            # whole archive: if pg_restore fails, psql reaches the end of its input inside the open
+            # transaction and PostgreSQL rolls it back.
+            psql_args, env = self._command("psql", [
+                "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+                *(f"--file={path}" for path in [prelude, *definitions]), "--file=-",
+            ])
             with tool_process(
-                ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             ) as pg_restore:
                 with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
                     pg_restore.stdout.close()  # psql holds the pipe now
-                    feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors))
+                    feeder = threading.Thread(
+                        target=self._feed, args=(archive.reader(keep=False), pg_restore.stdin, feed_errors)
+                    )
                     feeder.start()
                     try:
                         feeder.join()
@@ -271,17 +294,60 @@ class PostgreSQLEngine(Engine):
                     if psql.wait() != 0:
                         raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
 
+    def _definitions(self, archive: RereadableHead, directory: str, *, superuser: bool) -> list[str]:
+        """Write the SQL of the archive's definitions (its pre-data section); return the files, in order.
+
+        The schemas, extensions, foreign data wrappers and servers, with their grants, come first,
+        made by the restoring role and given to their owners: they run no user code, and the owners
+        of what is in them may need those grants to make it. The rest is made as its owners.
+        """
+        listing = self._read_toc(["--list"], archive.reader(keep=True)).decode("utf-8", "replace")
+        containers, others = postgresql_database.split_definitions(listing)
+        files = []
+        for name, entries, options in [
+            ("containers", containers, [] if superuser else ["--no-owner"]),
+            ("definitions", others, ["--use-set-session-authorization" if superuser else "--no-owner"]),
+        ]:
+            entry_list, script = os.path.join(directory, f"{name}.list"), os.path.join(directory, f"{name}.sql")
+            with open(entry_list, "w") as entry_list_file:
+                entry_list_file.write(entries)
+            self._read_toc(
+                ["--section=pre-data", f"--use-list={entry_list}", *options, f"--file={script}"], archive.reader(keep=True)
+            )
+            files.append(script)
+        return files
+
+    def _is_superuser(self) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            return cursor.fetchone()[0]
+
+    def _database_properties(self, archive: RereadableHead) -> bytes:
+        """Return SQL giving the database the settings, grants and comment the archive holds for it."""
+        # --create adds the database's entries to any selection; no schema has a name this long.
+        script = self._read_toc(["--create", f"--schema={'x' * 64}", "--file=-"], archive.reader(keep=True))
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT quote_ident(current_database())")
+            quoted_name = cursor.fetchone()[0]
+        # The script is in the archive's encoding, which its SET client_encoding names: keep its bytes.
+        return postgresql_database.database_properties(script.decode("latin-1"), quoted_name=quoted_name).encode("latin-1")
+
     @classmethod
-    def archive_tables(cls, source: BinaryIO) -> list[str]:
-        # pg_restore --list reads only the archive's table of contents, then stops reading.
-        with tool_process(["pg_restore", "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
+    def _read_toc(cls, options: list[str], source: BinaryIO) -> bytes:
+        """Return what pg_restore prints for entries without data: it reads only the table of contents."""
+        with tool_process(["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
             feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
             feeder.start()
-            listing = pg_restore.stdout.read().decode("utf-8", "replace")
+            output = pg_restore.stdout.read()
             feeder.join()
             if pg_restore.wait() != 0:
                 raise BackupError(_("pg_restore could not read the archive: %(reason)s.")
                                   % {"reason": first_error_line(pg_restore.stderr_text())})
+        return output
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        listing = cls._read_toc(["--list"], source).decode("utf-8", "replace")
         # e.g. "215; 1259 16422 TABLE public actor postgres"
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]
@@ -318,3 +384,4 @@ class PostgreSQLEngine(Engine):
                 "restored; close them or retry with --terminate-connections."
             ) % {"alias": self.alias, "seconds": lock_timeout}
         return _("The restore failed and was rolled back, the database is unchanged: %(reason)s") % {"reason": reason}
+
