@@ -12,7 +12,6 @@ primary keys restorable over an existing database.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from django.db.backends.postgresql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
+from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_environment, tool_process
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
@@ -57,7 +56,7 @@ class PostgreSQLEngine(Engine):
     def _command(self, tool: str, options: list[str]) -> tuple[list[str], dict[str, str]]:
         """Return argv and environment for a client tool; the password travels only in the environment."""
         args, env = DatabaseClient.settings_to_cmd_args_env(self.connection.settings_dict, options)
-        return [tool, *args[1:]], {**os.environ, **(env or {}), "PGAPPNAME": APPLICATION_NAME}
+        return [tool, *args[1:]], {**(env or {}), "PGAPPNAME": APPLICATION_NAME}
 
     def _connect(self):
         try:
@@ -106,7 +105,9 @@ class PostgreSQLEngine(Engine):
         finally:
             raw.close()
         try:
-            output = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(
+                ["pg_dump", "--version"], env=tool_environment(), capture_output=True, text=True, check=True
+            ).stdout
         except FileNotFoundError as exc:
             raise BackupError(_("pg_dump is not installed or not on PATH; install the PostgreSQL client tools.")) from exc
         match = re.search(r"(\d+)(?:\.(\d+))?", output)
