@@ -1,5 +1,6 @@
 """Backups and restores of a real PostgreSQL database (pagila: partitioned tables, large objects)."""
 
+import re
 import time
 
 import pytest
@@ -154,3 +155,41 @@ def test_archive_that_ends_early_during_the_restore_commits_nothing(pagila, back
         services.restore_backup(backup=job.pk, safety_backup=False)
 
     assert fingerprint(pagila) == before
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("zstd stream cut short", r"cannot be decompressed \(the zstd stream ends in the middle of a frame"),
+    ("zstd stream missing its last byte", r"cannot be decompressed \(the zstd stream ends in the middle of a frame"),
+    ("dump cut short, then compressed with zstd", r"does not read through: pg_restore could not read the archive to its end"),
+    ("dump cut short, then compressed with gzip", r"does not read through: pg_restore could not read the archive to its end"),
+    ("dump cut short, uncompressed", r"does not read through: pg_restore could not read the archive to its end"),
+])
+def test_truncated_archive_imported_without_manifest_fails_verification(pagila, backup_dir, damage, problem):
+    """`backup_import PATH` registers a bare archive with the checksum of the file as it was found, so only
+    reading the compressed stream and the dump itself to their ends shows that it was cut short."""
+    import gzip
+
+    import zstandard
+
+    job = services.create_backup(database=pagila, compression="none")
+    dump = (backup_dir / job.file_name).read_bytes()
+    cut = dump[: int(len(dump) * 0.7)]
+    whole_zstd = zstandard.ZstdCompressor(level=3).compress(dump)
+    name, data = {
+        "zstd stream cut short": ("cut.pgdump.zst", whole_zstd[: int(len(whole_zstd) * 0.7)]),
+        "zstd stream missing its last byte": ("cut.pgdump.zst", whole_zstd[:-1]),
+        "dump cut short, then compressed with zstd": ("cut.pgdump.zst", zstandard.ZstdCompressor().compress(cut)),
+        "dump cut short, then compressed with gzip": ("cut.pgdump.gz", gzip.compress(cut)),
+        "dump cut short, uncompressed": ("cut.pgdump", cut),
+    }[damage]
+    (backup_dir / "found").mkdir()
+    (backup_dir / "found" / name).write_bytes(data)
+    (backup_dir / "found" / "whole.pgdump.zst").write_bytes(whole_zstd)
+
+    imported = services.import_archive(path=f"found/{name}", database=pagila)
+    whole = services.import_archive(path="found/whole.pgdump.zst", database=pagila)
+
+    result = services.verify_backup(backup=imported)
+    assert not result.ok
+    assert re.search(problem, result.problem), result.problem
+    assert services.verify_backup(backup=whole).ok

@@ -87,6 +87,14 @@ class Engine:
         """Return the names of the tables in the archive read from `source` (no database needed)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        """Read the whole archive from `source` as a restore would, writing nothing anywhere.
+
+        Raise BackupError saying what is wrong with the archive; errors reading `source` propagate.
+        """
+        raise NotImplementedError
+
 
 def get_engine(alias: str) -> Engine:
     """Return the engine for a configured database alias, or raise BackupError saying what is wrong."""

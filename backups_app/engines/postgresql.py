@@ -287,6 +287,19 @@ class PostgreSQLEngine(Engine):
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]
 
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        # Unlike --list, which stops after the table of contents, a restore into nowhere reads every
+        # table's data, straight from the stream: nothing is written to disk.
+        errors: list[BaseException] = []
+        with tool_process(["pg_restore", "--file=/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as pg_restore:
+            cls._feed(source, pg_restore.stdin, errors)
+            if errors:
+                raise errors[0]
+            if pg_restore.wait() != 0:
+                raise BackupError(_("pg_restore could not read the archive to its end: %(reason)s.")
+                                  % {"reason": first_error_line(pg_restore.stderr_text())})
+
     @staticmethod
     def _feed(source: BinaryIO, target: BinaryIO, errors: list[BaseException]) -> None:
         """Copy `source` into a tool's stdin (in a thread); record read errors, ignore a tool that stopped."""
