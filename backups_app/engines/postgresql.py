@@ -12,10 +12,11 @@ primary keys restorable over an existing database.
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 from typing import BinaryIO, Iterator
 
@@ -164,7 +165,14 @@ class PostgreSQLEngine(Engine):
         return plan
 
     def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
-        sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
+        sql = [
+            "BEGIN;",
+            # The one row psql prints (see _transaction_outcome): \o sends every later result nowhere.
+            "SELECT pg_backend_pid(), txid_current();",
+            "\\o /dev/null",
+            f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';",
+            "SET LOCAL client_min_messages = warning;",
+        ]
         if terminate_sessions:
             keep_pids = [getattr(self, "_lock_pid", 0)]
             if self.connection.connection is not None:
@@ -243,34 +251,68 @@ class PostgreSQLEngine(Engine):
     def restore(
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
-        plan = self._keep_plan(keep)
+        prelude = self._prelude(self._keep_plan(keep), lock_timeout=lock_timeout, terminate_sessions=terminate_sessions)
         feed_errors: list[BaseException] = []
-        with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
-            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-            prelude.flush()
-            # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
-            # without passing through this process. That script ends with the only COMMIT, which
-            # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
-            # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
-            psql_args, env = self._command(
-                "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
-            )
+        # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
+        # without passing through this process. That script ends with the only COMMIT, which
+        # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
+        # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
+        # The prelude reaches psql through a pipe too, never a file that a killed process would leave behind.
+        prelude_fd, prelude_writer = os.pipe()
+        with open(prelude_fd, "rb") as prelude_output, open(prelude_writer, "wb") as prelude_input:
+            psql_args, env = self._command("psql", [
+                "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set=ON_ERROR_STOP=1",
+                f"--file=/dev/fd/{prelude_fd}", "--file=-",
+            ])
             with tool_process(
                 ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             ) as pg_restore:
-                with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
-                    pg_restore.stdout.close()  # psql holds the pipe now
+                with tool_process(
+                    psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.PIPE, pass_fds=(prelude_fd,)
+                ) as psql:
+                    pg_restore.stdout.close()  # psql holds the pipes now
+                    prelude_output.close()
+                    self._feed(io.BytesIO(prelude), prelude_input, feed_errors)
                     feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors))
                     feeder.start()
                     try:
                         feeder.join()
                         if pg_restore.wait() != 0 or feed_errors:
                             self._raise_input_failure(pg_restore, psql, feed_errors, lock_timeout)
-                    except BaseException:
+                        if psql.wait() != 0:
+                            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
+                    except BaseException as exc:
                         psql.kill()  # end the transaction now, whatever psql has read so far
-                        raise
-                    if psql.wait() != 0:
-                        raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+                        psql.wait()
+                        # Too late if psql had run the COMMIT: then the restore is complete after all.
+                        if not (self._transaction_outcome(psql) == "committed" and isinstance(exc, BackupError)):
+                            raise
+
+    def _transaction_outcome(self, psql) -> str | None:
+        """Return how the restore's transaction ended ("committed", "aborted"), or None if it never began.
+
+        A session whose psql died runs on, holding its locks, until it next talks to its client: it is
+        ended first, so that the answer is final.
+        """
+        started = psql.stdout.read().decode().split("|")  # the prelude's first query: backend pid | xid
+        if len(started) != 2:
+            return None
+        pid, xid = int(started[0]), int(started[1])
+        try:
+            raw = self._connect()
+            try:
+                with raw.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE pid = %s AND backend_xid::text = %s",
+                        [pid, str(xid % 2**32)],
+                    )
+                    cursor.execute("SELECT txid_status(%s)", [xid])
+                    return cursor.fetchone()[0]
+            finally:
+                raw.close()
+        except (BackupError, self.connection.Database.Error):
+            return None  # the server is gone: the tool's own failure is the best account there is
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
@@ -318,12 +360,22 @@ class PostgreSQLEngine(Engine):
         stderr = pg_restore.stderr_text()
         pipe_broke = pg_restore.returncode == -signal.SIGPIPE or "Broken pipe" in stderr
         if pipe_broke and psql.wait() != 0:
-            raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
         if feed_errors:
             raise BackupError(
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": feed_errors[0]}
             ) from feed_errors[0]
+        if pg_restore.returncode < 0:
+            raise BackupError(self._tool_failure("pg_restore", pg_restore, lock_timeout))
         raise BackupError(_("pg_restore could not read the archive: %(reason)s.") % {"reason": first_error_line(stderr)})
+
+    def _tool_failure(self, tool: str, process, lock_timeout: int) -> str:
+        """Say why a tool of the restore stopped (raised once its transaction is known not to have committed)."""
+        if process.returncode < 0:
+            return _(
+                "%(tool)s was killed by signal %(signal)s; the restore was rolled back, the database is unchanged."
+            ) % {"tool": tool, "signal": -process.returncode}
+        return self._restore_failure(first_error_line(process.stderr_text()), lock_timeout)
 
     def _restore_failure(self, reason: str, lock_timeout: int) -> str:
         if "lock timeout" in reason:
