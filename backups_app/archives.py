@@ -142,7 +142,7 @@ class ZstdFrameCheck:
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size)
         if not data and not (self.between_frames and not self.kept):
-            raise EOFError(_("the zstd stream ends in the middle of a frame: the archive is truncated"))
+            raise EOFError(_("the zstd stream ends in the middle of a frame"))
         view = memoryview(data)
         while True:
             done = len(self.kept) if self.keep else self.skipped
