@@ -165,6 +165,7 @@ def test_archive_that_ends_early_during_the_restore_commits_nothing(pagila, back
 @pytest.mark.parametrize("damage, problem", [
     ("zstd stream cut short", r"cannot be decompressed \(the zstd stream ends in the middle of a frame"),
     ("zstd stream missing its last byte", r"cannot be decompressed \(the zstd stream ends in the middle of a frame"),
+    ("gzip stream missing its trailer", r"cannot be decompressed \(Compressed file ended before the end-of-stream"),
     ("dump cut short, then compressed with zstd", r"does not read through: pg_restore could not read the archive to its end"),
     ("dump cut short, then compressed with gzip", r"does not read through: pg_restore could not read the archive to its end"),
     ("dump cut short, uncompressed", r"does not read through: pg_restore could not read the archive to its end"),
@@ -183,6 +184,7 @@ def test_truncated_archive_imported_without_manifest_fails_verification(pagila, 
     name, data = {
         "zstd stream cut short": ("cut.pgdump.zst", whole_zstd[: int(len(whole_zstd) * 0.7)]),
         "zstd stream missing its last byte": ("cut.pgdump.zst", whole_zstd[:-1]),
+        "gzip stream missing its trailer": ("cut.pgdump.gz", gzip.compress(dump)[:-4]),
         "dump cut short, then compressed with zstd": ("cut.pgdump.zst", zstandard.ZstdCompressor().compress(cut)),
         "dump cut short, then compressed with gzip": ("cut.pgdump.gz", gzip.compress(cut)),
         "dump cut short, uncompressed": ("cut.pgdump", cut),
