@@ -109,5 +109,5 @@ def test_truncated_archive_imported_without_manifest_fails_verification_and_rest
     assert not result.ok and "truncated" in result.problem, result.problem
     assert services.verify_backup(backup=job).ok
     with pytest.raises(BackupError, match="it is truncated"):
-        services.restore_backup(backup=imported, safety_backup=False)
+        services.restore_backup(backup=imported, safety_backup=False, trust_archive=True)
     assert sqlite_rows("SELECT count(*) FROM long_notes") == [(2000,)]
