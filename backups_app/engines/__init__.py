@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import tempfile
@@ -84,6 +85,14 @@ class Engine:
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
         """Return the names of the tables in the archive read from `source` (no database needed)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        """Read the whole archive from `source` as a restore would, writing nothing anywhere.
+
+        Raise BackupError saying what is wrong with the archive; errors reading `source` propagate.
+        """
         raise NotImplementedError
 
 
@@ -165,15 +174,33 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def tool_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the environment of an external tool: `extra` over what any client tool needs from ours.
+
+    That is where programs are, the locale and time zone, the home directory (~/.pgpass, certificates)
+    and libpq's own PG* settings, which this process's connections obey too. Not the application's
+    secrets: DJANGO_SECRET_KEY, the other databases' URLs and passwords.
+    """
+    needed = {
+        name: value
+        for name, value in os.environ.items()
+        if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith(("LC_", "PG"))
+    }
+    return {**needed, **(extra or {})}
+
+
 @contextlib.contextmanager
 def tool_process(args: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) -> Iterator[subprocess.Popen]:
     """Run an external tool with its stderr captured in a temporary file; never leave it running.
 
-    The caller reads `process.stderr_text()` after it exits. FileNotFoundError becomes BackupError.
+    The tool's environment is `env` over tool_environment(). The caller reads `process.stderr_text()`
+    after it exits. FileNotFoundError becomes BackupError.
     """
     with tempfile.TemporaryFile() as stderr:
         try:
-            process = subprocess.Popen(args, env=env, stderr=stderr, preexec_fn=_die_with_parent, **popen_kwargs)
+            process = subprocess.Popen(
+                args, env=tool_environment(env), stderr=stderr, preexec_fn=_die_with_parent, **popen_kwargs
+            )
         except FileNotFoundError as exc:
             raise BackupError(
                 _("%(tool)s is not installed or not on PATH; install the database client tools.") % {"tool": args[0]}

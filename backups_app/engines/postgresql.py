@@ -21,11 +21,11 @@ restores everything as itself (`--no-owner`).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 from typing import BinaryIO, Iterator
 
@@ -35,7 +35,7 @@ from django.utils.translation import gettext as _
 
 from ..conf import setting
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_process
+from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_environment, tool_process
 from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
@@ -68,7 +68,7 @@ class PostgreSQLEngine(Engine):
     def _command(self, tool: str, options: list[str]) -> tuple[list[str], dict[str, str]]:
         """Return argv and environment for a client tool; the password travels only in the environment."""
         args, env = DatabaseClient.settings_to_cmd_args_env(self.connection.settings_dict, options)
-        return [tool, *args[1:]], {**os.environ, **(env or {}), "PGAPPNAME": APPLICATION_NAME}
+        return [tool, *args[1:]], {**(env or {}), "PGAPPNAME": APPLICATION_NAME}
 
     def _connect(self):
         try:
@@ -117,7 +117,9 @@ class PostgreSQLEngine(Engine):
         finally:
             raw.close()
         try:
-            output = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(
+                ["pg_dump", "--version"], env=tool_environment(), capture_output=True, text=True, check=True
+            ).stdout
         except FileNotFoundError as exc:
             raise BackupError(_("pg_dump is not installed or not on PATH; install the PostgreSQL client tools.")) from exc
         match = re.search(r"(\d+)(?:\.(\d+))?", output)
@@ -173,8 +175,15 @@ class PostgreSQLEngine(Engine):
         return plan
 
     def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
-        sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
-        # First: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
+        sql = [
+            "BEGIN;",
+            # The one row psql prints (see _transaction_outcome): \o sends every later result nowhere.
+            "SELECT pg_backend_pid(), txid_current();",
+            "\\o /dev/null",
+            f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';",
+            "SET LOCAL client_min_messages = warning;",
+        ]
+        # Then: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
         sql.append(postgresql_database.drop_event_triggers())
         if terminate_sessions:
             keep_pids = [getattr(self, "_lock_pid", 0)]
@@ -254,32 +263,37 @@ class PostgreSQLEngine(Engine):
     def restore(
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
-        plan = self._keep_plan(keep)
         archive = RereadableHead(source)
         superuser = self._is_superuser()
-        feed_errors: list[BaseException] = []
         owners = "--use-set-session-authorization" if superuser else "--no-owner"
-        with tempfile.TemporaryDirectory(prefix="backups-restore-") as directory:
-            prelude = os.path.join(directory, "prelude.sql")
-            with open(prelude, "wb") as prelude_file:
-                prelude_file.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-                prelude_file.write(self._database_properties(archive))
-            definitions = self._definitions(archive, directory, superuser=superuser)
-            # psql runs the prelude (BEGIN, the drops), the definitions, then pg_restore's script of the
-            # data and what follows it straight from its pipe, without passing through this process.
-            # That script ends with the only COMMIT, which pg_restore writes only once it has read the
-            # whole archive: if pg_restore fails, psql reaches the end of its input inside the open
-            # transaction and PostgreSQL rolls it back.
+        # psql runs the script (BEGIN, the drops, the database's properties, the archive's definitions),
+        # then pg_restore's script of the data and what follows it straight from its pipe, without
+        # passing through this process. That script ends with the only COMMIT, which pg_restore writes
+        # only once it has read the whole archive: if pg_restore fails, psql reaches the end of its
+        # input inside the open transaction and PostgreSQL rolls it back. The first script reaches psql
+        # through a pipe too, never a file that a killed process would leave behind.
+        script = b"".join([
+            self._prelude(self._keep_plan(keep), lock_timeout=lock_timeout, terminate_sessions=terminate_sessions),
+            self._database_properties(archive),
+            *self._definitions(archive, superuser=superuser),
+        ])
+        feed_errors: list[BaseException] = []
+        script_fd, script_writer = os.pipe()
+        with open(script_fd, "rb") as script_output, open(script_writer, "wb") as script_input:
             psql_args, env = self._command("psql", [
-                "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
-                *(f"--file={path}" for path in [prelude, *definitions]), "--file=-",
+                "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set=ON_ERROR_STOP=1",
+                f"--file=/dev/fd/{script_fd}", "--file=-",
             ])
             with tool_process(
                 ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             ) as pg_restore:
-                with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
-                    pg_restore.stdout.close()  # psql holds the pipe now
+                with tool_process(
+                    psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.PIPE, pass_fds=(script_fd,)
+                ) as psql:
+                    pg_restore.stdout.close()  # psql holds the pipes now
+                    script_output.close()
+                    self._feed(io.BytesIO(script), script_input, feed_errors)
                     feeder = threading.Thread(
                         target=self._feed, args=(archive.reader(keep=False), pg_restore.stdin, feed_errors)
                     )
@@ -288,14 +302,43 @@ class PostgreSQLEngine(Engine):
                         feeder.join()
                         if pg_restore.wait() != 0 or feed_errors:
                             self._raise_input_failure(pg_restore, psql, feed_errors, lock_timeout)
-                    except BaseException:
+                        if psql.wait() != 0:
+                            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
+                    except BaseException as exc:
                         psql.kill()  # end the transaction now, whatever psql has read so far
-                        raise
-                    if psql.wait() != 0:
-                        raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+                        psql.wait()
+                        # Too late if psql had run the COMMIT: then the restore is complete after all.
+                        if not (self._transaction_outcome(psql) == "committed" and isinstance(exc, BackupError)):
+                            raise
 
-    def _definitions(self, archive: RereadableHead, directory: str, *, superuser: bool) -> list[str]:
-        """Write the SQL of the archive's definitions (its pre-data section); return the files, in order.
+    def _transaction_outcome(self, psql) -> str | None:
+        """Return how the restore's transaction ended ("committed", "aborted"), or None if it never began.
+
+        A session whose psql died runs on, holding its locks, until it next talks to its client: it is
+        ended first, so that the answer is final.
+        """
+        started = psql.stdout.read().decode().split("|")  # the prelude's first query: backend pid | xid
+        if len(started) != 2:
+            return None
+        pid, xid = int(started[0]), int(started[1])
+        try:
+            raw = self._connect()
+            try:
+                with raw.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE pid = %s AND backend_xid::text = %s",
+                        [pid, str(xid % 2**32)],
+                    )
+                    cursor.execute("SELECT txid_status(%s)", [xid])
+                    return cursor.fetchone()[0]
+            finally:
+                raw.close()
+        except (BackupError, self.connection.Database.Error):
+            return None  # the server is gone: the tool's own failure is the best account there is
+
+    def _definitions(self, archive: RereadableHead, *, superuser: bool) -> list[bytes]:
+        """Return the SQL of the archive's definitions (its pre-data section), in order.
 
         The schemas, extensions, foreign data wrappers and servers, with their grants, come first,
         made by the restoring role and given to their owners: they run no user code, and the owners
@@ -303,19 +346,22 @@ class PostgreSQLEngine(Engine):
         """
         listing = self._read_toc(["--list"], archive.reader(keep=True)).decode("utf-8", "replace")
         containers, others = postgresql_database.split_definitions(listing)
-        files = []
-        for name, entries, options in [
-            ("containers", containers, [] if superuser else ["--no-owner"]),
-            ("definitions", others, ["--use-set-session-authorization" if superuser else "--no-owner"]),
+        scripts = []
+        for entries, options in [
+            (containers, [] if superuser else ["--no-owner"]),
+            (others, ["--use-set-session-authorization" if superuser else "--no-owner"]),
         ]:
-            entry_list, script = os.path.join(directory, f"{name}.list"), os.path.join(directory, f"{name}.sql")
-            with open(entry_list, "w") as entry_list_file:
-                entry_list_file.write(entries)
-            self._read_toc(
-                ["--section=pre-data", f"--use-list={entry_list}", *options, f"--file={script}"], archive.reader(keep=True)
-            )
-            files.append(script)
-        return files
+            # The entry list lives in memory (memfd), so that nothing is left on disk if this process is killed.
+            entry_list = os.memfd_create("backups-restore-list")
+            try:
+                os.write(entry_list, entries.encode())
+                scripts.append(self._read_toc(
+                    ["--section=pre-data", f"--use-list=/dev/fd/{entry_list}", *options, "--file=-"],
+                    archive.reader(keep=True), pass_fds=(entry_list,),
+                ))
+            finally:
+                os.close(entry_list)
+        return scripts
 
     def _is_superuser(self) -> bool:
         with self.connection.cursor() as cursor:
@@ -333,9 +379,11 @@ class PostgreSQLEngine(Engine):
         return postgresql_database.database_properties(script.decode("latin-1"), quoted_name=quoted_name).encode("latin-1")
 
     @classmethod
-    def _read_toc(cls, options: list[str], source: BinaryIO) -> bytes:
+    def _read_toc(cls, options: list[str], source: BinaryIO, pass_fds: tuple[int, ...] = ()) -> bytes:
         """Return what pg_restore prints for entries without data: it reads only the table of contents."""
-        with tool_process(["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
+        with tool_process(
+            ["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=pass_fds
+        ) as pg_restore:
             feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
             feeder.start()
             output = pg_restore.stdout.read()
@@ -351,6 +399,19 @@ class PostgreSQLEngine(Engine):
         # e.g. "215; 1259 16422 TABLE public actor postgres"
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]
+
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        # Unlike --list, which stops after the table of contents, a restore into nowhere reads every
+        # table's data, straight from the stream: nothing is written to disk.
+        errors: list[BaseException] = []
+        with tool_process(["pg_restore", "--file=/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as pg_restore:
+            cls._feed(source, pg_restore.stdin, errors)
+            if errors:
+                raise errors[0]
+            if pg_restore.wait() != 0:
+                raise BackupError(_("pg_restore could not read the archive to its end: %(reason)s.")
+                                  % {"reason": first_error_line(pg_restore.stderr_text())})
 
     @staticmethod
     def _feed(source: BinaryIO, target: BinaryIO, errors: list[BaseException]) -> None:
@@ -370,12 +431,22 @@ class PostgreSQLEngine(Engine):
         stderr = pg_restore.stderr_text()
         pipe_broke = pg_restore.returncode == -signal.SIGPIPE or "Broken pipe" in stderr
         if pipe_broke and psql.wait() != 0:
-            raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
         if feed_errors:
             raise BackupError(
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": feed_errors[0]}
             ) from feed_errors[0]
+        if pg_restore.returncode < 0:
+            raise BackupError(self._tool_failure("pg_restore", pg_restore, lock_timeout))
         raise BackupError(_("pg_restore could not read the archive: %(reason)s.") % {"reason": first_error_line(stderr)})
+
+    def _tool_failure(self, tool: str, process, lock_timeout: int) -> str:
+        """Say why a tool of the restore stopped (raised once its transaction is known not to have committed)."""
+        if process.returncode < 0:
+            return _(
+                "%(tool)s was killed by signal %(signal)s; the restore was rolled back, the database is unchanged."
+            ) % {"tool": tool, "signal": -process.returncode}
+        return self._restore_failure(first_error_line(process.stderr_text()), lock_timeout)
 
     def _restore_failure(self, reason: str, lock_timeout: int) -> str:
         if "lock timeout" in reason:
