@@ -105,9 +105,68 @@ def detect_compression(header: bytes) -> str:
     return Compression.NONE
 
 
+class ZstdFrameCheck:
+    """Pass a zstd stream through, following its frames (RFC 8878); raise EOFError if it ends inside one.
+
+    The zstandard reader stops without an error at the end of a truncated stream; gzip raises by itself.
+    """
+
+    def __init__(self, source: BinaryIO):
+        self.source = source
+        self.steps = self._frames()
+        self.wanted, self.keep = next(self.steps)
+        self.kept = bytearray()
+        self.skipped = 0
+
+    def _frames(self):
+        """Yield (how many bytes come next, whether to keep them) and receive the kept bytes."""
+        while True:
+            self.between_frames = True
+            magic = int.from_bytes((yield 4, True), "little")
+            self.between_frames = False
+            if magic >> 4 == 0x184D2A5:  # a skippable frame: its size, then that many bytes
+                yield int.from_bytes((yield 4, True), "little"), False
+                continue
+            if magic != 0xFD2FB528:
+                raise zstandard.ZstdError(_("the zstd stream has a damaged frame header"))
+            (descriptor,) = yield 1, True
+            single_segment = descriptor >> 5 & 1
+            content_size = (0, 2, 4, 8)[descriptor >> 6] or single_segment
+            yield (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size, False
+            last_block = False
+            while not last_block:
+                header = int.from_bytes((yield 3, True), "little")
+                last_block, kind, size = header & 1, header >> 1 & 3, header >> 3
+                yield (1 if kind == 1 else size), False  # an RLE block holds one byte
+            yield (4 if descriptor & 4 else 0), False  # the content checksum
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        if not data and not (self.between_frames and not self.kept):
+            raise EOFError(_("the zstd stream ends in the middle of a frame"))
+        view = memoryview(data)
+        while True:
+            done = len(self.kept) if self.keep else self.skipped
+            take = min(self.wanted - done, len(view))
+            if self.keep:
+                self.kept += view[:take]
+            else:
+                self.skipped += take
+            view = view[take:]
+            if done + take < self.wanted:
+                return data
+            received, self.skipped = bytes(self.kept), 0
+            self.kept.clear()
+            self.wanted, self.keep = self.steps.send(received)
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
+    """Return a reader of the uncompressed content; reading past a truncated end raises EOFError."""
     if compression == Compression.ZSTD:
-        return zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(ZstdFrameCheck(source), read_across_frames=True)
     if compression == Compression.GZIP:
         return gzip.GzipFile(fileobj=source, mode="rb")
     return source

@@ -98,6 +98,11 @@ def old_pg_dump(monkeypatch, tmp_path):
     return lambda: monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
 
 
+def rows(alias: str, sql: str) -> list[str]:
+    """The lines psql prints for a query: one row a line, columns separated by |."""
+    return psql(alias, sql).splitlines()
+
+
 def fingerprint(alias: str) -> dict:
     """Describe a PostgreSQL database's content: schema, every table's rows, sequences, large objects."""
     tables = psql(alias, """

@@ -111,7 +111,7 @@ def test_cleanup_dry_run_then_real(pagila, backup_dir):
     plan = json.loads(run("backup_cleanup", "--dry-run", "--retention-days", "0", "--json"))
     assert [job["id"] for job in plan["expired"]] == [keep["id"]] and plan["bytes_freed"] == keep["size"]
     assert (backup_dir / keep["file_name"]).exists()
-    run("backup_cleanup", "--retention-days", "0")
+    assert f"Deleted #{keep['id']} {pagila} " in run("backup_cleanup", "--retention-days", "0")
     assert not (backup_dir / keep["file_name"]).exists() and (backup_dir / newest["file_name"]).exists()
     with pytest.raises(CommandError, match="retention must be from 0 to 36500 days, not -1"):
         run("backup_cleanup", "--retention-days", "-1")

@@ -101,3 +101,43 @@ def test_cron_jobs_environment_file_reads_back_every_value_verbatim(tmp_path):
     read_back = json.loads(read.stdout)
     read_back.pop("LC_CTYPE", None)  # set by Python itself on some systems
     assert read_back == values
+
+
+def test_database_service_creates_an_application_role_without_superuser_rights(compose):
+    """docker/postgres-init/, which the postgres image runs on an empty volume, here against the local
+    server (the image's own psql, its socket and its superuser replaced by PGHOST and POSTGRES_USER)."""
+    import base64
+    import hashlib
+    import hmac
+
+    from django.db import connections
+
+    from .conftest import psql
+
+    db = compose["services"]["db"]
+    assert "./docker/postgres-init:/docker-entrypoint-initdb.d:ro" in db["volumes"]
+    # The superuser's password reaches the db service only; web and cron get .env.production alone.
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in (ROOT / ".env.example").read_text().replace("POSTGRES_PASSWORD_FILE", "")
+
+    role, database, password = "restore_objects_docker", "restore_objects_docker_app", "p@ss'w\"rd:/ é"
+    url = f"postgres://{role}:p%40ss'w%22rd%3A%2F%20%C3%A9@db:5432/{database}"
+    params = connections["default"].settings_dict
+    env = {**os.environ, "DATABASE_URL": url, "POSTGRES_USER": params["USER"], "PGHOST": params["HOST"],
+           "PGPORT": str(params["PORT"] or 5432)}
+    try:
+        result = subprocess.run(["sh", str(ROOT / "docker" / "postgres-init" / "10-application-role.sh")],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        attributes = psql("postgres", f"SELECT rolsuper, rolcreatedb, rolcanlogin, rolpassword FROM pg_authid "
+                                      f"WHERE rolname = '{role}'").strip().split("|")
+        owner = psql("postgres", f"SELECT datdba::regrole FROM pg_database WHERE datname = '{database}'").strip()
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {database}")
+        psql("postgres", f"DROP ROLE IF EXISTS {role}")
+    assert attributes[:3] == ["f", "t", "t"] and owner == role
+    # The stored SCRAM verifier is the one of the decoded password (RFC 5802).
+    iterations, salt, stored_key = re.match(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):", attributes[3]).groups()
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    assert base64.b64encode(hashlib.sha256(client_key).digest()).decode() == stored_key

@@ -144,53 +144,90 @@ def test_import_registers_a_bare_archive_and_writes_its_manifest(pagila, backup_
     assert (backup_dir / (job.file_name + ".json")).exists()
 
 
+def tool_processes(alias, operation, tools):
+    """Run `operation` while a lock on a table of `alias` holds up its tools; return {tool: (argv, environment)}
+    read from /proc of each tool this process started, before the lock is released."""
+    holder = LockHolder(alias, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
+    seen = {}
+
+    def watch():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(seen) != set(tools):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
+                    continue
+                tool = os.path.basename(cmdline[0]).decode()
+                variables = dict(entry.decode().split("=", 1) for entry in environ if b"=" in entry)
+                lock_holder = variables.get("PGAPPNAME", "").startswith("backups-test-lock-holder")
+                at_work = not lock_holder and b"--version" not in cmdline
+                if parent == os.getpid() and tool in tools and tool not in seen and at_work:
+                    seen[tool] = (b" ".join(cmdline).decode(), variables)
+            time.sleep(0.01)
+        holder.release()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        operation()
+    finally:
+        watcher.join()
+    return seen
+
+
 def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog):
     """pg_dump and psql get the password in their environment only (the test reads /proc/PID/cmdline)."""
     secret = "S3cret-never-in-argv"
     params = connections[pagila].settings_dict
     params["PASSWORD"] = secret  # trust authentication ignores it; the tools still receive it
-    seen = []
-
-    def watch(tool, holder):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-                    environ = open(f"/proc/{pid}/environ", "rb").read()
-                    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError):
-                    continue
-                ours = parent == os.getpid() and b"PGAPPNAME=django-backups" in environ.split(b"\0")
-                if ours and os.path.basename(cmdline[0]) == tool.encode():
-                    seen.append((tool, b" ".join(cmdline), secret.encode() in environ))
-                    holder.release()
-                    return
-            time.sleep(0.01)
-        holder.release()
-
     try:
-        for tool, operation in (
-            ("pg_dump", lambda: services.create_backup(database=pagila)),
-            ("psql", lambda: services.restore_backup(backup=BackupJob.objects.first(), safety_backup=False)),
-        ):
-            holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
-            watcher = threading.Thread(target=watch, args=(tool, holder))
-            watcher.start()
-            operation()
-            watcher.join()
+        seen = tool_processes(pagila, lambda: services.create_backup(database=pagila), ["pg_dump"])
+        seen |= tool_processes(
+            pagila, lambda: services.restore_backup(backup=BackupJob.objects.first(), safety_backup=False), ["psql"]
+        )
     finally:
         params["PASSWORD"] = ""
 
-    assert [tool for tool, _cmd, _env in seen] == ["pg_dump", "psql"]
-    for tool, cmdline, in_environ in seen:
-        assert secret.encode() not in cmdline, tool
-        assert in_environ, f"{tool} did not get the password in its environment"
+    assert sorted(seen) == ["pg_dump", "psql"]
+    for tool, (cmdline, environ) in seen.items():
+        assert secret not in cmdline, tool
+        assert environ.get("PGPASSWORD") == secret, (tool, environ)
     for job in BackupJob.objects.all():
         assert secret not in json.dumps(backup_to_dict(job))
         assert secret not in (backup_dir / (job.file_name + ".json")).read_text()
         assert secret not in job.error + job.tool_version + job.server_version
     assert secret not in caplog.text
+
+
+def test_tools_get_no_application_secrets_in_their_environment(pagila, monkeypatch):
+    """pg_dump, pg_restore and psql see their own database's password and libpq's settings, not the
+    application's secret key or the other databases' URLs (read from /proc/PID/environ)."""
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "django-secret-key-for-tools-test")
+    monkeypatch.setenv("DATABASE_URL_ANALYTICS", "postgres://backup:other-db-password@db.internal/analytics")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-for-tools-test")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "17")
+    params = connections[pagila].settings_dict
+    params["PASSWORD"] = "own-database-password"  # trust authentication ignores it; the tools still receive it
+    try:
+        seen = tool_processes(pagila, lambda: services.create_backup(database=pagila), ["pg_dump"])
+        seen |= tool_processes(
+            pagila, lambda: services.restore_backup(backup=BackupJob.objects.get(), safety_backup=False),
+            ["pg_restore", "psql"],
+        )
+    finally:
+        params["PASSWORD"] = ""
+
+    assert sorted(seen) == ["pg_dump", "pg_restore", "psql"]
+    for tool, (_cmdline, environ) in seen.items():
+        leaked = [name for name in environ if name.startswith(("DJANGO_", "DATABASE_URL", "AWS_"))]
+        assert leaked == [], tool
+        assert "other-db-password" not in str(environ), tool
+        assert environ["PATH"] == os.environ["PATH"] and environ["PGCONNECT_TIMEOUT"] == "17", tool
+    assert seen["pg_dump"][1]["PGPASSWORD"] == seen["psql"][1]["PGPASSWORD"] == "own-database-password"
+    assert "PGPASSWORD" not in seen["pg_restore"][1]  # it reads a stream and connects nowhere
 
 
 def test_archives_are_0600_and_directory_0700(pagila, backup_dir):

@@ -87,3 +87,27 @@ def test_embedded_default_round_trip_from_the_command_line(tmp_path):
     manage("backup_restore", str(second["id"]), "--no-input")
     users = sqlite3.connect(tmp_path / "new.sqlite3").execute("SELECT username FROM auth_user ORDER BY 1").fetchall()
     assert users == [("after",), ("before",)]
+
+
+def test_truncated_archive_imported_without_manifest_fails_verification_and_restore(backup_dir):
+    """A SQLite archive cut at a page boundary, registered by `backup_import PATH` (whose checksum is that
+    of the cut file): its header's page count shows it is truncated, and a restore refuses it."""
+    import zstandard
+
+    with connections["sqlite"].cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS long_notes")
+        cursor.execute("CREATE TABLE long_notes (id INTEGER PRIMARY KEY, body TEXT)")
+        cursor.executemany("INSERT INTO long_notes (body) VALUES (%s)", [(f"note {i}" * 50,) for i in range(2000)])
+    job = services.create_backup(database="sqlite", compression="none")
+    data = (backup_dir / job.file_name).read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+    (backup_dir / "cut.sqlite3.zst").write_bytes(zstandard.ZstdCompressor().compress(data[: len(data) - 3 * page_size]))
+
+    imported = services.import_archive(path="cut.sqlite3.zst", database="sqlite")
+    result = services.verify_backup(backup=imported)
+
+    assert not result.ok and "truncated" in result.problem, result.problem
+    assert services.verify_backup(backup=job).ok
+    with pytest.raises(BackupError, match="it is truncated"):
+        services.restore_backup(backup=imported, safety_backup=False, trust_archive=True)
+    assert sqlite_rows("SELECT count(*) FROM long_notes") == [(2000,)]

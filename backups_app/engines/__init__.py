@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import tempfile
@@ -89,6 +90,14 @@ class Engine:
         """Return the names of the tables in the archive read from `source` (no database needed)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        """Read the whole archive from `source` as a restore would, writing nothing anywhere.
+
+        Raise BackupError saying what is wrong with the archive; errors reading `source` propagate.
+        """
+        raise NotImplementedError
+
 
 def get_engine(alias: str) -> Engine:
     """Return the engine for a configured database alias, or raise BackupError saying what is wrong."""
@@ -132,21 +141,69 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
         target.write(chunk)
 
 
+class RereadableHead:
+    """Let the start of an archive stream (its table of contents) be read again; the rest is read once."""
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+        self._head = bytearray()
+
+    def reader(self, *, keep: bool) -> BinaryIO:
+        """Return a stream from the start; with `keep`, what it reads past the kept head is kept too."""
+        return _HeadReader(self, keep)
+
+
+class _HeadReader:
+    def __init__(self, owner: RereadableHead, keep: bool):
+        self._owner, self._keep, self._position = owner, keep, 0
+
+    def read(self, size: int = -1) -> bytes:
+        head = self._owner._head
+        if self._position < len(head):
+            end = len(head) if size < 0 else self._position + size
+            chunk = bytes(head[self._position:end])
+            self._position += len(chunk)
+            return chunk
+        chunk = self._owner._source.read(size)
+        if self._keep:
+            head += chunk
+            self._position += len(chunk)
+        return chunk
+
+
 def _die_with_parent() -> None:
     """Have the kernel kill the tool if the process that runs it is killed (prctl PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def tool_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the environment of an external tool: `extra` over what any client tool needs from ours.
+
+    That is where programs are, the locale and time zone, the home directory (~/.pgpass, certificates)
+    and libpq's own PG* settings, which this process's connections obey too. Not the application's
+    secrets: DJANGO_SECRET_KEY, the other databases' URLs and passwords.
+    """
+    needed = {
+        name: value
+        for name, value in os.environ.items()
+        if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith(("LC_", "PG"))
+    }
+    return {**needed, **(extra or {})}
+
+
 @contextlib.contextmanager
 def tool_process(args: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) -> Iterator[subprocess.Popen]:
     """Run an external tool with its stderr captured in a temporary file; never leave it running.
 
-    The caller reads `process.stderr_text()` after it exits. FileNotFoundError becomes BackupError.
+    The tool's environment is `env` over tool_environment(). The caller reads `process.stderr_text()`
+    after it exits. FileNotFoundError becomes BackupError.
     """
     with tempfile.TemporaryFile() as stderr:
         try:
-            process = subprocess.Popen(args, env=env, stderr=stderr, preexec_fn=_die_with_parent, **popen_kwargs)
+            process = subprocess.Popen(
+                args, env=tool_environment(env), stderr=stderr, preexec_fn=_die_with_parent, **popen_kwargs
+            )
         except FileNotFoundError as exc:
             raise BackupError(
                 _("%(tool)s is not installed or not on PATH; install the database client tools.") % {"tool": args[0]}

@@ -1,22 +1,31 @@
 """PostgreSQL: `pg_dump` custom format out, `pg_restore` + `psql` in one transaction back.
 
 The restore replaces the whole content of the database in a single transaction: it drops every
-user schema and large object, then runs the archive's SQL (`pg_restore --file=-` piped into psql)
-and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that did not
-finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything back
-and the database is as before.
+user schema, large object and database-level object (postgresql_database), gives the database the
+properties the archive holds for it, then runs the archive's SQL (`pg_restore --file=-` piped into
+psql) and puts back the kept tables' rows inside the final COMMIT. Any error, or a pg_restore that
+did not finish (it writes the COMMIT last), means no COMMIT succeeds, so PostgreSQL rolls everything
+back and the database is as before. The database's properties and the definitions come from
+pg_restore runs that read the archive's table of contents only, kept in memory for the main one.
 Dropping schemas first (instead of `pg_restore --clean`) is what makes partitioned tables with
 primary keys restorable over an existing database.
+
+A superuser restores each object as its owner (`--use-set-session-authorization`), so that the
+archive's functions (in CHECK constraints, say) run with their owner's rights, never a superuser's;
+only the schemas, extensions, foreign data wrappers and servers, which run no user code, are made
+by the superuser and given to their owners first, with their grants: pg_restore grants at the very
+end, too late for a role that may create tables in a schema only through a grant. Any other role
+restores everything as itself (`--no-owner`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 from typing import BinaryIO, Iterator
 
@@ -26,7 +35,8 @@ from django.utils.translation import gettext as _
 
 from ..conf import setting
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, ServerInfo, copy_stream, quote_ident, tool_process
+from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_environment, tool_process
+from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
 # pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
@@ -58,7 +68,7 @@ class PostgreSQLEngine(Engine):
     def _command(self, tool: str, options: list[str]) -> tuple[list[str], dict[str, str]]:
         """Return argv and environment for a client tool; the password travels only in the environment."""
         args, env = DatabaseClient.settings_to_cmd_args_env(self.connection.settings_dict, options)
-        return [tool, *args[1:]], {**os.environ, **(env or {}), "PGAPPNAME": APPLICATION_NAME}
+        return [tool, *args[1:]], {**(env or {}), "PGAPPNAME": APPLICATION_NAME}
 
     def _connect(self):
         try:
@@ -107,7 +117,9 @@ class PostgreSQLEngine(Engine):
         finally:
             raw.close()
         try:
-            output = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(
+                ["pg_dump", "--version"], env=tool_environment(), capture_output=True, text=True, check=True
+            ).stdout
         except FileNotFoundError as exc:
             raise BackupError(_("pg_dump is not installed or not on PATH; install the PostgreSQL client tools.")) from exc
         match = re.search(r"(\d+)(?:\.(\d+))?", output)
@@ -163,7 +175,16 @@ class PostgreSQLEngine(Engine):
         return plan
 
     def _prelude(self, plan, *, lock_timeout: int, terminate_sessions: bool) -> bytes:
-        sql = ["BEGIN;", f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';", "SET LOCAL client_min_messages = warning;"]
+        sql = [
+            "BEGIN;",
+            # The one row psql prints (see _transaction_outcome): \o sends every later result nowhere.
+            "SELECT pg_backend_pid(), txid_current();",
+            "\\o /dev/null",
+            f"SET LOCAL lock_timeout = '{int(lock_timeout)}s';",
+            "SET LOCAL client_min_messages = warning;",
+        ]
+        # Then: an event trigger would fire during the DDL below (even CREATE TEMP TABLE).
+        sql.append(postgresql_database.drop_event_triggers())
         if terminate_sessions:
             keep_pids = [getattr(self, "_lock_pid", 0)]
             if self.connection.connection is not None:
@@ -180,14 +201,13 @@ class PostgreSQLEngine(Engine):
         if plan:
             sql += self._put_back_function(plan)
         sql += [
-            "DO $$ DECLARE s name; BEGIN FOR s IN SELECT nspname FROM pg_namespace "
-            "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
-            "LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$;",
+            postgresql_database.drop_database_objects(),
             "SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata;",
             # What initdb makes, and what pg_dump's "*not* creating schema" assumes.
             "CREATE SCHEMA public AUTHORIZATION pg_database_owner;",
             "GRANT USAGE ON SCHEMA public TO PUBLIC;",
             "COMMENT ON SCHEMA public IS 'standard public schema';",
+            postgresql_database.RESET_DATABASE_PROPERTIES,
         ]
         return ("\n".join(sql) + "\n").encode()
 
@@ -234,7 +254,8 @@ class PostgreSQLEngine(Engine):
                 body.append("END IF;")
         return [
             # SET search_path FROM CURRENT: the session's usual path, not the empty one pg_restore sets.
-            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql "
+            # SECURITY DEFINER: at COMMIT the session is whichever owner pg_restore's script set last.
+            "CREATE FUNCTION pg_temp.backups_put_back() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
             "SET search_path FROM CURRENT AS $put_back$ DECLARE cols text; BEGIN "
             + " ".join(body)
             + " RETURN NULL; END $put_back$;",
@@ -247,49 +268,155 @@ class PostgreSQLEngine(Engine):
     def restore(
         self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
     ) -> None:
-        plan = self._keep_plan(keep)
+        archive = RereadableHead(source)
+        superuser = self._is_superuser()
+        owners = "--use-set-session-authorization" if superuser else "--no-owner"
+        # psql runs the script (BEGIN, the drops, the database's properties, the archive's definitions),
+        # then pg_restore's script of the data and what follows it straight from its pipe, without
+        # passing through this process. That script ends with the only COMMIT, which pg_restore writes
+        # only once it has read the whole archive: if pg_restore fails, psql reaches the end of its
+        # input inside the open transaction and PostgreSQL rolls it back. The first script reaches psql
+        # through a pipe too, never a file that a killed process would leave behind.
+        script = b"".join([
+            self._prelude(self._keep_plan(keep), lock_timeout=lock_timeout, terminate_sessions=terminate_sessions),
+            self._database_properties(archive),
+            *self._definitions(archive, superuser=superuser),
+        ])
         feed_errors: list[BaseException] = []
-        with tempfile.NamedTemporaryFile(prefix="backups-restore-", suffix=".sql") as prelude:
-            prelude.write(self._prelude(plan, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions))
-            prelude.flush()
-            # psql runs the prelude (BEGIN, the drops), then pg_restore's script straight from its pipe,
-            # without passing through this process. That script ends with the only COMMIT, which
-            # pg_restore writes only once it has read the whole archive: if pg_restore fails, psql
-            # reaches the end of its input inside the open transaction and PostgreSQL rolls it back.
-            psql_args, env = self._command(
-                "psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--file={prelude.name}", "--file=-"]
-            )
+        script_fd, script_writer = os.pipe()
+        with open(script_fd, "rb") as script_output, open(script_writer, "wb") as script_input:
+            psql_args, env = self._command("psql", [
+                "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set=ON_ERROR_STOP=1",
+                f"--file=/dev/fd/{script_fd}", "--file=-",
+            ])
             with tool_process(
-                ["pg_restore", "--single-transaction", "--file=-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                ["pg_restore", "--single-transaction", "--section=data", "--section=post-data", owners, "--file=-"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             ) as pg_restore:
-                with tool_process(psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.DEVNULL) as psql:
-                    pg_restore.stdout.close()  # psql holds the pipe now
-                    feeder = threading.Thread(target=self._feed, args=(source, pg_restore.stdin, feed_errors))
+                with tool_process(
+                    psql_args, env=env, stdin=pg_restore.stdout, stdout=subprocess.PIPE, pass_fds=(script_fd,)
+                ) as psql:
+                    pg_restore.stdout.close()  # psql holds the pipes now
+                    script_output.close()
+                    self._feed(io.BytesIO(script), script_input, feed_errors)
+                    feeder = threading.Thread(
+                        target=self._feed, args=(archive.reader(keep=False), pg_restore.stdin, feed_errors)
+                    )
                     feeder.start()
                     try:
                         feeder.join()
                         if pg_restore.wait() != 0 or feed_errors:
                             self._raise_input_failure(pg_restore, psql, feed_errors, lock_timeout)
-                    except BaseException:
+                        if psql.wait() != 0:
+                            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
+                    except BaseException as exc:
                         psql.kill()  # end the transaction now, whatever psql has read so far
-                        raise
-                    if psql.wait() != 0:
-                        raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+                        psql.wait()
+                        # Too late if psql had run the COMMIT: then the restore is complete after all.
+                        if not (self._transaction_outcome(psql) == "committed" and isinstance(exc, BackupError)):
+                            raise
+
+    def _transaction_outcome(self, psql) -> str | None:
+        """Return how the restore's transaction ended ("committed", "aborted"), or None if it never began.
+
+        A session whose psql died runs on, holding its locks, until it next talks to its client: it is
+        ended first, so that the answer is final.
+        """
+        started = psql.stdout.read().decode().split("|")  # the prelude's first query: backend pid | xid
+        if len(started) != 2:
+            return None
+        pid, xid = int(started[0]), int(started[1])
+        try:
+            raw = self._connect()
+            try:
+                with raw.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE pid = %s AND backend_xid::text = %s",
+                        [pid, str(xid % 2**32)],
+                    )
+                    cursor.execute("SELECT txid_status(%s)", [xid])
+                    return cursor.fetchone()[0]
+            finally:
+                raw.close()
+        except (BackupError, self.connection.Database.Error):
+            return None  # the server is gone: the tool's own failure is the best account there is
+
+    def _definitions(self, archive: RereadableHead, *, superuser: bool) -> list[bytes]:
+        """Return the SQL of the archive's definitions (its pre-data section), in order.
+
+        The schemas, extensions, foreign data wrappers and servers, with their grants, come first,
+        made by the restoring role and given to their owners: they run no user code, and the owners
+        of what is in them may need those grants to make it. The rest is made as its owners.
+        """
+        listing = self._read_toc(["--list"], archive.reader(keep=True)).decode("utf-8", "replace")
+        containers, others = postgresql_database.split_definitions(listing)
+        scripts = []
+        for entries, options in [
+            (containers, [] if superuser else ["--no-owner"]),
+            (others, ["--use-set-session-authorization" if superuser else "--no-owner"]),
+        ]:
+            # The entry list lives in memory (memfd), so that nothing is left on disk if this process is killed.
+            entry_list = os.memfd_create("backups-restore-list")
+            try:
+                os.write(entry_list, entries.encode())
+                scripts.append(self._read_toc(
+                    ["--section=pre-data", f"--use-list=/dev/fd/{entry_list}", *options, "--file=-"],
+                    archive.reader(keep=True), pass_fds=(entry_list,),
+                ))
+            finally:
+                os.close(entry_list)
+        return scripts
+
+    def _is_superuser(self) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            return cursor.fetchone()[0]
+
+    def _database_properties(self, archive: RereadableHead) -> bytes:
+        """Return SQL giving the database the settings, grants and comment the archive holds for it."""
+        # --create adds the database's entries to any selection; no schema has a name this long.
+        script = self._read_toc(["--create", f"--schema={'x' * 64}", "--file=-"], archive.reader(keep=True))
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT quote_ident(current_database())")
+            quoted_name = cursor.fetchone()[0]
+        # The script is in the archive's encoding, which its SET client_encoding names: keep its bytes.
+        return postgresql_database.database_properties(script.decode("latin-1"), quoted_name=quoted_name).encode("latin-1")
 
     @classmethod
-    def archive_tables(cls, source: BinaryIO) -> list[str]:
-        # pg_restore --list reads only the archive's table of contents, then stops reading.
-        with tool_process(["pg_restore", "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as pg_restore:
+    def _read_toc(cls, options: list[str], source: BinaryIO, pass_fds: tuple[int, ...] = ()) -> bytes:
+        """Return what pg_restore prints for entries without data: it reads only the table of contents."""
+        with tool_process(
+            ["pg_restore", *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=pass_fds
+        ) as pg_restore:
             feeder = threading.Thread(target=cls._feed, args=(source, pg_restore.stdin, []), daemon=True)
             feeder.start()
-            listing = pg_restore.stdout.read().decode("utf-8", "replace")
+            output = pg_restore.stdout.read()
             feeder.join()
             if pg_restore.wait() != 0:
                 raise BackupError(_("pg_restore could not read the archive: %(reason)s.")
                                   % {"reason": first_error_line(pg_restore.stderr_text())})
+        return output
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        listing = cls._read_toc(["--list"], source).decode("utf-8", "replace")
         # e.g. "215; 1259 16422 TABLE public actor postgres"
         entries = re.finditer(r"^\d+; \d+ \d+ TABLE (?!DATA |ATTACH )(\S+) (\S+) ", listing, re.MULTILINE)
         return [f"{entry[1]}.{entry[2]}" for entry in entries]
+
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        # Unlike --list, which stops after the table of contents, a restore into nowhere reads every
+        # table's data, straight from the stream: nothing is written to disk.
+        errors: list[BaseException] = []
+        with tool_process(["pg_restore", "--file=/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as pg_restore:
+            cls._feed(source, pg_restore.stdin, errors)
+            if errors:
+                raise errors[0]
+            if pg_restore.wait() != 0:
+                raise BackupError(_("pg_restore could not read the archive to its end: %(reason)s.")
+                                  % {"reason": first_error_line(pg_restore.stderr_text())})
 
     @staticmethod
     def _feed(source: BinaryIO, target: BinaryIO, errors: list[BaseException]) -> None:
@@ -309,12 +436,22 @@ class PostgreSQLEngine(Engine):
         stderr = pg_restore.stderr_text()
         pipe_broke = pg_restore.returncode == -signal.SIGPIPE or "Broken pipe" in stderr
         if pipe_broke and psql.wait() != 0:
-            raise BackupError(self._restore_failure(first_error_line(psql.stderr_text()), lock_timeout))
+            raise BackupError(self._tool_failure("psql", psql, lock_timeout))
         if feed_errors:
             raise BackupError(
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": feed_errors[0]}
             ) from feed_errors[0]
+        if pg_restore.returncode < 0:
+            raise BackupError(self._tool_failure("pg_restore", pg_restore, lock_timeout))
         raise BackupError(_("pg_restore could not read the archive: %(reason)s.") % {"reason": first_error_line(stderr)})
+
+    def _tool_failure(self, tool: str, process, lock_timeout: int) -> str:
+        """Say why a tool of the restore stopped (raised once its transaction is known not to have committed)."""
+        if process.returncode < 0:
+            return _(
+                "%(tool)s was killed by signal %(signal)s; the restore was rolled back, the database is unchanged."
+            ) % {"tool": tool, "signal": -process.returncode}
+        return self._restore_failure(first_error_line(process.stderr_text()), lock_timeout)
 
     def _restore_failure(self, reason: str, lock_timeout: int) -> str:
         if "lock timeout" in reason:
@@ -323,3 +460,4 @@ class PostgreSQLEngine(Engine):
                 "restored; close them or retry with --terminate-connections."
             ) % {"alias": self.alias, "seconds": lock_timeout}
         return _("The restore failed and was rolled back, the database is unchanged: %(reason)s") % {"reason": reason}
+

@@ -89,11 +89,9 @@ class SQLiteEngine(Engine):
         try:
             with open(scratch, "wb") as target:
                 copy_stream(source, target)
+            _check_file(scratch)
             restored = sqlite3.connect(f"file:{scratch}", uri=True)
             try:
-                (result,) = restored.execute("PRAGMA quick_check").fetchone()
-                if result != "ok":
-                    raise BackupError(_("The archive is not a sound SQLite database (%(result)s).") % {"result": result})
                 if keep:
                     self._put_back(restored, keep)
                 live = sqlite3.connect(self.path, timeout=lock_timeout)
@@ -124,10 +122,7 @@ class SQLiteEngine(Engine):
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
-        descriptor, scratch = tempfile.mkstemp(suffix=".backup-tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as target:
-                copy_stream(source, target)
+        with _scratch_copy(source) as scratch:
             database = sqlite3.connect(f"file:{scratch}?mode=ro", uri=True)
             try:
                 rows = database.execute(
@@ -138,9 +133,12 @@ class SQLiteEngine(Engine):
                 raise BackupError(_("The archive is not a sound SQLite database (%(reason)s).") % {"reason": exc}) from exc
             finally:
                 database.close()
-        finally:
-            os.unlink(scratch)
         return [name for (name,) in rows]
+
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        with _scratch_copy(source) as scratch:
+            _check_file(scratch)
 
     def _put_back(self, restored: sqlite3.Connection, keep: list[KeptTable]) -> None:
         """Copy the live rows of the kept tables into the restored file, as they are right now."""
@@ -171,3 +169,47 @@ class SQLiteEngine(Engine):
                         f"(SELECT {quote_ident(ref_column)} FROM main.{quote_ident(ref_table)})"
                     )
         restored.execute("DETACH DATABASE live")
+
+
+@contextlib.contextmanager
+def _scratch_copy(source: BinaryIO) -> Iterator[str]:
+    """Yield the path of a private temporary file holding what `source` reads; remove it afterwards."""
+    descriptor, scratch = tempfile.mkstemp(suffix=".backup-tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as target:
+            copy_stream(source, target)
+        yield scratch
+    finally:
+        os.unlink(scratch)
+
+
+def _check_file(path: str) -> None:
+    """Raise BackupError if the SQLite file at `path` is cut short or fails its quick check."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    # https://sqlite.org/fileformat.html#the_database_header: the page size (1 means 65536) and the page
+    # count, which is valid when the version-valid-for number matches the change counter.
+    page_size = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if not header.startswith(SQLiteEngine.magic):
+        raise BackupError(_("The archive is not a SQLite database: it lacks the SQLite header."))
+    if pages and header[24:28] == header[92:96]:
+        complete = size == pages * page_size
+    else:
+        complete = bool(page_size) and size % page_size == 0
+    if not complete:
+        raise BackupError(
+            _("The archive holds %(size)s bytes, not the %(pages)s pages of %(page_size)s bytes that its header "
+              "announces: it is truncated.") % {"size": size, "pages": pages, "page_size": page_size}
+        )
+    database = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (result,) = database.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        result = str(exc)
+    finally:
+        database.close()
+    if result != "ok":
+        raise BackupError(_("The archive is not a sound SQLite database (%(result)s).") % {"result": result})

@@ -42,20 +42,29 @@ def checksum_problem(job: BackupJob) -> str:
 
 
 def _verify_archive(job: BackupJob) -> str:
-    """Return what is wrong with a backup's archive, or "" when it is intact and reads through."""
+    """Return what is wrong with a backup's archive, or "" when it is intact and reads to its end.
+
+    An archive imported without a manifest has a checksum made from the file as it was found, so the
+    checksum alone cannot tell a truncated archive: the dump itself is read through, as a restore would.
+    """
     problem = checksum_problem(job)
     if problem:
         return problem
+    storage = archives.backup_storage()
     try:
-        with archives.backup_storage().open(job.file_name, "rb") as raw:
+        with storage.open(job.file_name, "rb") as raw:
+            header = archives.decompressor(raw, job.compression).read(64)
+        if engine_for_archive(header) != job.engine:
+            return _("its archive %(name)s is not a %(engine)s archive.") % {"name": job.file_name, "engine": job.engine}
+        with storage.open(job.file_name, "rb") as raw:
             stream = archives.decompressor(raw, job.compression)
-            header = stream.read(64)
+            engine_class(job.engine).check_archive(stream)
             for _chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
-                pass
+                pass  # bytes after the dump's end must decompress too, up to the end of the compressed stream
+    except BackupError as exc:
+        return _("its archive %(name)s does not read through: %(reason)s") % {"name": job.file_name, "reason": exc}
     except Exception as exc:  # noqa: BLE001  (any decoder error means the same thing to the user)
         return _("its archive %(name)s cannot be decompressed (%(reason)s).") % {"name": job.file_name, "reason": exc}
-    if engine_for_archive(header) != job.engine:
-        return _("its archive %(name)s is not a %(engine)s archive.") % {"name": job.file_name, "engine": job.engine}
     return ""
 
 
