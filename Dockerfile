@@ -17,10 +17,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_STATIC_ROOT=/app/staticfiles \
     BACKUP_DIRECTORY=/var/backups/django
 
-# The web server and the backup jobs run as "app"; only the cron daemon runs as root. The admin's
-# job processes log to /app/var/job-logs (BACKUP_JOB_LOG_DIRECTORY), which must be app's own.
+# The web server, the worker and the backup jobs run as "app"; only the cron daemon runs as root.
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin app \
-    && install -d -o app -g app -m 0700 /var/backups/django /app/var/job-logs
+    && install -d -o app -g app -m 0700 /var/backups/django
 
 WORKDIR /app
 COPY requirements.txt .

@@ -16,8 +16,6 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_RETENTION_DAYS": 7,
     # Seconds pg_dump and a restore wait for locks held by other sessions.
     "BACKUP_LOCK_TIMEOUT": 30,
-    # Where the processes started from the admin write their output (relative: to the project).
-    "BACKUP_JOB_LOG_DIRECTORY": "var/job-logs",
     # Signs the manifests (HMAC-SHA256); empty: derived from SECRET_KEY.
     "BACKUP_SIGNING_KEY": "",
     # The aliases the schedule backs up and monitoring watches (empty: every configured database).

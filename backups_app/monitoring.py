@@ -33,10 +33,10 @@ from . import archives
 from .conf import setting
 from .engines import get_engine
 from .errors import BackupError
-from .jobs import fail_dead_jobs, process_state
 from .models import USABLE_STATUSES, BackupJob, BackupStatus
 from .schedule import scheduled_databases
-from .selectors import dated_in_the_future, finished_newest_first, running_jobs
+from .selectors import dated_in_the_future, finished_newest_first
+from .services import fail_dead_jobs, find_dead_jobs
 
 
 class Level(IntEnum):
@@ -272,25 +272,8 @@ def _cannot_back_up(database: str) -> str:
 
 
 def _interrupted_jobs(database: str) -> list[BackupJob]:
-    """Return RUNNING backups whose process is gone, without changing them.
-
-    On this host the process id tells; elsewhere, a free database lock does (the process that runs a
-    backup holds that lock until it ends, even when it is killed).
-    """
-    interrupted, unknown = [], []
-    for job in running_jobs(database):
-        alive = process_state(job.hostname, job.pid)
-        if alive is False:
-            interrupted.append(job)
-        elif alive is None:
-            unknown.append(job)
-    if unknown:
-        try:
-            with get_engine(database).lock():
-                interrupted += list(running_jobs(database).filter(pk__in=[job.pk for job in unknown]))
-        except BackupError:
-            pass  # the lock is held (the backup runs) or the database is unreachable (reported apart)
-    return interrupted
+    """Return the backups whose worker died, by the one rule of services.find_dead_jobs; change nothing."""
+    return [record for record, _reason in find_dead_jobs(database) if isinstance(record, BackupJob)]
 
 
 def _storage_problems(states, *, light: bool = False) -> list[Problem]:

@@ -1,11 +1,10 @@
 """The jobs that cron runs (django-crontab's CRONJOBS), and the validation of their schedules.
 
-Each job runs the management command a person would run, through `call_command`: scheduled
-backups are `backup_create --trigger scheduled`, one per database of BACKUP_DATABASES, and the
-cleanup is `backup_cleanup`. Every outcome is logged, and the process exits non-zero unless
-everything succeeded: 1 when something failed (a scheduled backup then is a FAILED job with its
-reason), 75 (EX_TEMPFAIL) when a backup was skipped because another backup or restore of the
-same database held its lock.
+Scheduled backups go through the request path (services.request_backup, trigger SCHEDULED), one
+per database of BACKUP_DATABASES, and run on a worker (manage.py backup_worker); the cleanup runs
+`backup_cleanup` in place. Every outcome is logged, and the process exits 1 when a backup could not
+be queued or the cleanup failed (0 otherwise); a backup that fails on the worker is a FAILED job,
+which backup_check reports.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import io
 import logging
 import os
 import re
-import socket
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,20 +20,19 @@ from datetime import datetime
 from croniter import croniter
 
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from . import services
 from .conf import setting
-from .errors import DatabaseBusy
-from .models import BackupJob, BackupStatus, BackupTrigger
+from .errors import BackupError
+from .models import BackupJob, BackupTrigger
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 75
+EXIT_OK, EXIT_FAILED = 0, 1
 
-COMPLETED, SKIPPED, FAILED = "completed", "skipped", "failed"
+QUEUED, FAILED = "queued", "failed"
 
 
 # Cron expressions -------------------------------------------------------------------------
@@ -108,87 +105,41 @@ def scheduled_databases() -> list[str]:
 @dataclass(frozen=True)
 class ScheduledRun:
     database: str
-    outcome: str  # COMPLETED, SKIPPED or FAILED
+    outcome: str  # QUEUED or FAILED
     message: str
     job: BackupJob | None = None
 
 
-def _is_busy(exc: BaseException) -> bool:
-    while exc is not None:
-        if isinstance(exc, DatabaseBusy):
-            return True
-        exc = exc.__cause__
-    return False
-
-
 def run_scheduled_backup(database: str) -> ScheduledRun:
-    """Back up one database as the schedule does; log and return the outcome, never raise for it.
+    """Ask for one database's scheduled backup, as the schedule does; log and return the outcome.
 
-    The job is recorded first (PENDING, trigger SCHEDULED, this process's id) and handed to
-    `backup_create --job`, so even a backup refused before it started (database unreachable)
-    leaves a FAILED job with its reason. A backup refused because another backup or restore of the
-    database runs is skipped: its record is removed (it would read as a failed backup) and the
-    skip is logged as a warning naming the job that runs.
+    It goes through the same request path as the admin's Create: a PENDING job (trigger SCHEDULED)
+    that a worker runs, after any backup or restore of the database ahead of it in the queue.
     """
     try:
-        job = BackupJob.objects.create(
-            database=database,
-            trigger=BackupTrigger.SCHEDULED,
-            compression=setting("BACKUP_COMPRESSION"),
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-        )
-    except DatabaseError as exc:
-        message = _("Scheduled backup of database %(database)r failed: the backup catalog cannot be written "
-                    "(%(reason)s).") % {"database": database, "reason": str(exc).strip().splitlines()[0]}
+        job = services.request_backup(database=database, trigger=BackupTrigger.SCHEDULED)
+    except (BackupError, DatabaseError) as exc:
+        message = _("Scheduled backup of database %(database)r could not be queued: %(reason)s") % {
+            "database": database, "reason": str(exc).strip().splitlines()[0]}
         logger.error(message)
         return ScheduledRun(database, FAILED, message)
-    output = io.StringIO()
-    try:
-        call_command("backup_create", database=database, job=job.pk, trigger=BackupTrigger.SCHEDULED,
-                     stdout=output, stderr=output)
-    except CommandError as exc:
-        job.refresh_from_db()
-        if _is_busy(exc):
-            job.delete()
-            message = _("Scheduled backup of database %(database)r skipped: %(reason)s") % {
-                "database": database, "reason": exc}
-            logger.warning(message)
-            return ScheduledRun(database, SKIPPED, message)
-        return _failed(job, str(exc))
-    except Exception as exc:  # noqa: BLE001  (any error: record it on the job rather than lose it)
-        logger.exception("Scheduled backup of database %r raised an unexpected error.", database)
-        job.refresh_from_db()
-        return _failed(job, str(exc) or exc.__class__.__name__)
-    job.refresh_from_db()
-    message = _("Scheduled backup #%(id)s of database %(database)r completed: %(file)s (%(size)s bytes).") % {
-        "id": job.pk, "database": database, "file": job.file_name, "size": job.size_bytes}
+    message = _("Scheduled backup #%(id)s of database %(database)r is queued.") % {"id": job.pk, "database": database}
     logger.info(message)
-    return ScheduledRun(database, COMPLETED, message, job)
-
-
-def _failed(job: BackupJob, reason: str) -> ScheduledRun:
-    if job.status != BackupStatus.FAILED:  # the core records its own failures; anything else is ours
-        job.status, job.error, job.finished_at = BackupStatus.FAILED, reason, timezone.now()
-        job.save(update_fields=["status", "error", "finished_at"])
-    message = _("Scheduled backup #%(id)s of database %(database)r failed: %(reason)s") % {
-        "id": job.pk, "database": job.database, "reason": job.error}
-    logger.error(message)
-    return ScheduledRun(job.database, FAILED, message, job)
+    return ScheduledRun(database, QUEUED, message, job)
 
 
 def run_scheduled_backups(databases: list[str] | None = None) -> list[ScheduledRun]:
-    """Back up each scheduled database in turn (one failing does not stop the others)."""
+    """Ask for each scheduled database's backup (one failing does not stop the others), after marking
+    the jobs whose worker died as failed."""
+    try:
+        services.fail_dead_jobs()
+    except (BackupError, DatabaseError):
+        logger.exception("Looking for jobs whose worker died failed.")
     return [run_scheduled_backup(database) for database in (databases or scheduled_databases())]
 
 
 def exit_status(runs: list[ScheduledRun]) -> int:
-    outcomes = {run.outcome for run in runs}
-    if FAILED in outcomes:
-        return EXIT_FAILED
-    if SKIPPED in outcomes:
-        return EXIT_SKIPPED
-    return EXIT_OK
+    return EXIT_FAILED if any(run.outcome == FAILED for run in runs) else EXIT_OK
 
 
 def run_scheduled_cleanup() -> int:

@@ -121,9 +121,6 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=_defaults["BACKUP_RETENTION_DAYS"])
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default=_defaults["BACKUP_COMPRESSION"])
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_LOCK_TIMEOUT"])
-# A directory of this installation alone (0700), never a shared one such as /tmp, where another user or
-# installation could put files or symlinks.
-BACKUP_JOB_LOG_DIRECTORY = project_path("BACKUP_JOB_LOG_DIRECTORY", _defaults["BACKUP_JOB_LOG_DIRECTORY"])
 # Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.
 BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING_KEY"])
 

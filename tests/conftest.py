@@ -198,6 +198,34 @@ def manage(backup_dir, *args: str, **popen_kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.fixture
+def worker(backup_dir, tmp_path):
+    """Start real `manage.py backup_worker` processes (as `make run` and `make worker` do) that see this
+    test's databases and storage: call it with extra environment variables; each is stopped after the test."""
+    processes = []
+
+    def start(**env) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "backup_worker"], env={**child_env(backup_dir), **env},
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()  # a worker finishes the job it runs, then stops
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """Drive the system Chromium (never `playwright install`), see ../shared/TOOLCHAIN.md."""

@@ -32,6 +32,5 @@ DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 # TEST_DATABASE_URL, TEST_TARGET_NAME, TEST_SQLITE_PATH and TEST_BACKUP_DIRECTORY: see tests.conftest.child_env.
 STORAGES["backups"]["OPTIONS"]["location"] = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")  # noqa: F405
 # Job ids start at 1 in every run's catalog: each run has its own job logs.
-BACKUP_JOB_LOG_DIRECTORY = f"{_scratch}/job-logs"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -22,7 +22,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.urls import reverse
 
-from backups_app import jobs, services
+from backups_app import services
 from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
@@ -46,21 +46,6 @@ def make_user(django_user_model):
 def backup():
     """A completed backup of the `sqlite` database, made by the core."""
     return services.create_backup(database="sqlite", description="nightly")
-
-
-@pytest.fixture
-def detached_env(monkeypatch, backup_dir):
-    """Let the admin's detached `manage.py` processes use this test's databases and storage."""
-    for name, value in child_env(backup_dir).items():
-        monkeypatch.setenv(name, value)
-    yield
-    # A test leaves no process behind: wait for the jobs it started.
-    pids = {*BackupJob.objects.values_list("pid", flat=True), *Restore.objects.values_list("pid", flat=True)}
-    for pid in pids - {os.getpid(), None}:  # backups made by the test itself carry its own pid
-        for _ in range(300):
-            if not jobs.process_state(socket.gethostname(), pid):
-                break
-            time.sleep(0.1)
 
 
 def wait_for(client, *, backups=(), restores=(), timeout=60):
@@ -250,61 +235,47 @@ def test_create_form_records_a_pending_job_and_returns_at_once(admin_client, adm
 
 
 @SQLITE
-def test_create_is_refused_while_that_database_is_busy(admin_client):
+def test_create_while_that_database_is_busy_queues_the_backup_behind(admin_client):
     running = BackupJob.objects.create(database="sqlite", status=BackupStatus.RUNNING, compression="zstd")
     response = admin_client.post(url("create"), {"database": "sqlite", "compression": "zstd"})
-    assert response.status_code == 200
-    assert f"Backup #{running.pk} of database sqlite is running" in response.text
-    assert BackupJob.objects.count() == 1
+    assert response.status_code == 302
+    assert BackupJob.objects.exclude(pk=running.pk).get().status == BackupStatus.PENDING
+
+
+@SQLITE
+def test_create_of_an_unknown_database_is_a_form_error_and_records_nothing(admin_client):
+    response = admin_client.post(url("create"), {"database": "nope", "compression": "zstd"})
+    assert response.status_code == 200 and "Select a valid choice" in response.text
+    assert not BackupJob.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "target"])
-def test_created_backup_runs_in_a_detached_process_and_the_status_follows_it(admin_client, pagila, detached_env, backup_dir):
+def test_created_backup_runs_on_the_worker_and_the_status_follows_it(admin_client, pagila, worker, backup_dir):
+    worker()
     admin_client.post(url("create"), {"database": pagila, "description": "from the console", "compression": "zstd"})
     job = BackupJob.objects.get()
-    assert job.status == BackupStatus.PENDING  # the request did not wait for the backup
+    assert job.status == BackupStatus.PENDING and job.task_id  # queued; the request did not wait for the backup
 
     data = wait_for(admin_client, backups=[job.pk])
 
     item = data["backups"][0]
     job.refresh_from_db()
-    assert job.status == BackupStatus.COMPLETED and job.pid and job.hostname == socket.gethostname()
+    assert job.status == BackupStatus.COMPLETED and job.pid != os.getpid() and job.hostname == socket.gethostname()
     assert item["status"] == "completed" and item["checksum"] == job.checksum_sha256
     assert item["fields"]["size"] != "-" and item["fields"]["duration"] != "-"
     assert hashlib.sha256((backup_dir / job.file_name).read_bytes()).hexdigest() == job.checksum_sha256
 
 
-@pytest.mark.django_db(transaction=True, databases=["default", "target"])
-def test_a_backup_whose_process_died_is_marked_failed_with_a_reason(admin_client, pagila, detached_env):
-    admin_client.post(url("create"), {"database": pagila, "compression": "zstd"})
-    job = BackupJob.objects.get()
-    os.kill(job.pid, 9)
-    for _ in range(50):
-        if jobs.process_state(job.hostname, job.pid) is False:
-            break
-        time.sleep(0.1)
-
-    data = wait_for(admin_client, backups=[job.pk])
-
-    job.refresh_from_db()
-    assert job.status == BackupStatus.FAILED and data["backups"][0]["status"] == "failed"
-    assert "stopped" in job.error or "exited" in job.error
-
-
 @SQLITE
-def test_a_pending_job_nobody_picked_up_fails_after_the_start_timeout(admin_client):
-    job = BackupJob.objects.create(database="sqlite", compression="zstd", hostname="elsewhere", pid=1)
-    BackupJob.objects.filter(pk=job.pk).update(created_at=job.created_at - jobs.START_TIMEOUT - timedelta(seconds=1))
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    here = BackupJob.objects.create(database="sqlite", compression="zstd", hostname=socket.gethostname(), pid=finished.pid)
-
-    admin_client.get(url("status"), {"backups": f"{job.pk},{here.pk}"})
-
-    job.refresh_from_db()
-    here.refresh_from_db()
-    assert job.status == BackupStatus.FAILED and "within 120 seconds" in job.error
-    assert here.status == BackupStatus.FAILED and "exited before it began" in here.error
+def test_a_failed_backup_can_be_retried_with_the_same_options(admin_client, admin_user):
+    failed = BackupJob.objects.create(database="sqlite", status=BackupStatus.FAILED, compression="gzip",
+                                      description="nightly", error="the worker died")
+    response = admin_client.post(url("changelist"), {"action": "retry_selected",
+                                                     helpers.ACTION_CHECKBOX_NAME: [failed.pk]})
+    assert response.status_code == 302
+    again = BackupJob.objects.exclude(pk=failed.pk).get()
+    assert (again.status, again.database, again.compression, again.description, again.requested_by) == (
+        BackupStatus.PENDING, "sqlite", "gzip", "nightly", admin_user)
 
 
 # Download and verify -------------------------------------------------------------------------------
@@ -403,11 +374,12 @@ def test_confirmed_restore_records_a_pending_restore_and_shows_its_status(admin_
     assert (restore.status, restore.backup, restore.database, restore.requested_by) == ("pending", backup, "sqlite", admin_user)
     assert not restore_log_entries(restore).exists()  # written once it has finished
     page = admin_client.get(response["Location"])
-    assert f'data-restore-id="{restore.pk}" data-field="status" data-status="running"' in page.text
+    assert f'data-restore-id="{restore.pk}" data-field="status" data-status="pending"' in page.text
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "target"])
-def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_client, pagila, detached_env):
+def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_client, pagila, worker):
+    worker()
     before = fingerprint(pagila)
     backup = services.create_backup(database=pagila)
     psql(pagila, "DELETE FROM payment WHERE payment_id % 2 = 0; UPDATE film SET title = 'changed'")
@@ -428,9 +400,13 @@ def test_restore_from_the_console_brings_the_data_back_and_is_logged_once(admin_
 
 
 @pytest.mark.django_db(transaction=True, databases=["default"])
-def test_restore_of_the_application_database_is_logged_after_it_finished(admin_client, admin_user, detached_env):
+def test_restore_of_the_application_database_is_logged_after_it_finished(admin_client, admin_user, worker):
     """Restoring `default` puts the LogEntry table back to the backup's state: an entry written when the
-    restore was asked for would vanish, so the console writes it once the restore has finished."""
+    restore was asked for would vanish, so the task writes it once the restore has finished. The queue's
+    own rows are kept too: the task that ran the restore is recorded as successful."""
+    from django_tasks_db.models import DBTaskResult
+
+    worker()
     backup = services.create_backup(database="default", acting_user=admin_user)
     admin_client.post(url("verify", backup.pk))  # a LogEntry made after the backup: the restore removes it
     assert LogEntry.objects.count() == 1
@@ -445,6 +421,8 @@ def test_restore_of_the_application_database_is_logged_after_it_finished(admin_c
     assert entry.object_id == str(restore.pk) and entry.user == admin_user
     assert Restore.objects.get().status == RestoreStatus.COMPLETED
     assert Restore.objects.get().phase == RestorePhase.KEEPING_CATALOG  # its last step said the catalog stays
+    task = DBTaskResult.objects.get(id=Restore.objects.get().task_id)
+    assert task.status == "SUCCESSFUL" and task.return_value == RestoreStatus.COMPLETED
 
 
 @SQLITE
@@ -467,15 +445,36 @@ def test_a_failed_restore_says_at_which_step_it_stopped(admin_client, backup, ba
 
 
 @SQLITE
-def test_a_restore_whose_process_died_is_marked_failed(admin_client, backup):
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    restore = Restore.objects.create(backup=backup, database="sqlite", requested_by=None, status=RestoreStatus.RUNNING,
-                                     hostname=socket.gethostname(), pid=finished.pid)
-    data = admin_client.get(url("status"), {"restores": restore.pk}).json()
-    assert data["restores"][0]["status"] == "failed"
-    restore.refresh_from_db()
-    assert "stopped before it finished" in restore.error
+def test_pages_and_the_status_endpoint_write_nothing(admin_client, backup):
+    """GET requests read state only: even a job whose worker died is left to the workers' sweep."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    dead = Restore.objects.create(backup=backup, database="sqlite", status=RestoreStatus.RUNNING)
+    pages = [url("changelist"), url("change", backup.pk), url("restore_status", dead.pk), "/health/",
+             url("status") + f"?backups={backup.pk}&restores={dead.pk}&stats=1"]
+    for page in pages:
+        with CaptureQueriesContext(connection) as queries:
+            assert admin_client.get(page).status_code in (200, 503), page
+        writes = [q["sql"] for q in queries if q["sql"].split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+        assert writes == [], page
+    assert Restore.objects.get(pk=dead.pk).status == RestoreStatus.RUNNING
+
+
+@SQLITE
+def test_a_failed_restore_can_be_retried_from_its_page(admin_client, admin_user, backup):
+    failed = Restore.objects.create(backup=backup, database="sqlite", status=RestoreStatus.FAILED,
+                                    take_safety_backup=False, terminate_sessions=True, error="the worker died")
+    page = admin_client.get(url("restore_status", failed.pk)).text
+    assert url("restore_retry", failed.pk) in page
+    assert admin_client.get(url("restore_retry", failed.pk)).status_code == 405
+
+    response = admin_client.post(url("restore_retry", failed.pk))
+
+    again = Restore.objects.exclude(pk=failed.pk).get()
+    assert response["Location"] == url("restore_status", again.pk)
+    assert (again.status, again.backup, again.take_safety_backup, again.terminate_sessions, again.requested_by) == (
+        RestoreStatus.PENDING, backup, False, True, admin_user)
 
 
 # Cleanup and delete ----------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from backups_app import services
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 
 from .conftest import fingerprint, psql
-from .test_admin import detached_env  # noqa: F401  (the fixture)
 
 # `make screenshots` refreshes the README's pictures; an ordinary run leaves them alone (test-results/ is ignored).
 SCREENSHOTS = Path(__file__).resolve().parent.parent / (
@@ -50,8 +49,10 @@ def log_in(page, live_server, django_user_model):
 
 
 def test_back_up_download_restore_and_clean_up_from_the_browser(
-    page, live_server, django_user_model, pagila, detached_env, tmp_path  # noqa: F811
+    page, live_server, django_user_model, pagila, worker, tmp_path
 ):
+    """The admin's Create and Restore run through the worker that `make run` starts (backup_worker)."""
+    worker()
     log_in(page, live_server, django_user_model)
 
     # Create a backup and watch it complete on the list, without reloading.
@@ -60,7 +61,7 @@ def test_back_up_download_restore_and_clean_up_from_the_browser(
     page.select_option("#id_database", pagila)
     page.fill("#id_description", "before the big change")
     page.click("input[value='Start backup']")
-    expect(page.locator(".messagelist")).to_contain_text("started")
+    expect(page.locator(".messagelist")).to_contain_text("is queued; a worker runs it")
     job = BackupJob.objects.get()
     page.evaluate("window.notReloaded = true")
     badge = page.locator(f"[data-backup-id='{job.pk}'][data-field='status']")
@@ -153,9 +154,10 @@ def test_the_change_list_fits_a_1280_px_screen(page, live_server, django_user_mo
 
 
 def test_restore_page_says_what_to_type_and_shows_the_phase_safety_backup_and_lock_wait(
-    page, live_server, django_user_model, pagila, detached_env  # noqa: F811
+    page, live_server, django_user_model, pagila, worker
 ):
     """Newcomer issues 2 and 5, on a real restore of pagila held in its restoring phase by a lock."""
+    worker()
     backup = services.create_backup(database=pagila)
     name = connections[pagila].settings_dict["NAME"]
     log_in(page, live_server, django_user_model)

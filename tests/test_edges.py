@@ -1,7 +1,6 @@
 """Settings, input and the job logs at the edges: where files go, values the code cannot handle, what is logged."""
 
 import os
-import stat
 import subprocess
 import sys
 from io import StringIO
@@ -11,8 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from backups_app import jobs
-from backups_app.models import BackupJob, BackupStatus
+from backups_app.models import BackupJob
 
 from .conftest import ROOT
 
@@ -62,85 +60,6 @@ def test_retention_beyond_a_hundred_years_is_one_clear_error_in_command_and_admi
         assert response.status_code == 200
         assert "Ensure this value is less than or equal to 36500." in response.text
     assert admin_client.get(url, {"retention_days": 36500}).status_code == 200
-
-
-# Job logs -----------------------------------------------------------------------------------------
-
-def test_job_logs_default_to_a_private_directory_of_this_installation_not_the_shared_temp_dir(tmp_path):
-    result = run_with_production_settings(
-        tmp_path, "from backups_app import jobs\nprint(jobs.log_directory())",
-        TMPDIR=str(tmp_path), BACKUP_JOB_LOG_DIRECTORY="",  # empty: the default, whatever a local .env says
-    )
-    assert result.returncode == 0, result.stderr
-    directory = ROOT / "var" / "job-logs"
-    assert result.stdout.strip() == str(directory)
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700 and directory.stat().st_uid == os.geteuid()
-    assert not (tmp_path / "django-backups-jobs").exists()
-    assert "var/" in (ROOT / ".gitignore").read_text().split()
-    assert "/app/var/job-logs" in (ROOT / "Dockerfile").read_text()  # the image's app user may not create it
-
-
-def _symlink_to_a_directory(path, tmp_path):
-    target = tmp_path / "elsewhere"
-    target.mkdir(mode=0o700)
-    path.symlink_to(target)
-
-
-def _open_to_others(path, tmp_path):
-    path.mkdir()
-    path.chmod(0o755)
-
-
-def _owned_by_someone_else(path, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("only root can give a directory to another user")
-    path.mkdir(mode=0o700)
-    os.chown(path, 65534, 65534)
-
-
-@pytest.mark.django_db(databases=["default", "sqlite"])
-@pytest.mark.parametrize("prepare, problem", [
-    (_symlink_to_a_directory, "is a symbolic link"),
-    (_open_to_others, "is open to other users (mode 0o755)"),
-    (_owned_by_someone_else, "belongs to user id 65534, not to this process's user id 0"),
-])
-def test_a_job_log_directory_others_could_change_is_refused(
-    settings, tmp_path, admin_user, django_capture_on_commit_callbacks, prepare, problem
-):
-    directory = tmp_path / "job-logs"
-    prepare(directory, tmp_path)
-    settings.BACKUP_JOB_LOG_DIRECTORY = str(directory)
-    before = sorted(path.name for path in tmp_path.rglob("*"))
-
-    with django_capture_on_commit_callbacks(execute=True):
-        job = jobs.start_backup(database="sqlite", description="", compression="zstd", acting_user=admin_user)
-
-    job.refresh_from_db()
-    assert job.status == BackupStatus.FAILED and job.pid is None  # no process was started
-    assert job.error.startswith(f"The backup process could not be started: The job log directory {directory} {problem}")
-    assert job.error.endswith("; make it a directory of this user with mode 0700, or set BACKUP_JOB_LOG_DIRECTORY "
-                              "to another.")
-    assert sorted(path.name for path in tmp_path.rglob("*")) == before  # no log file written through it
-
-
-@pytest.mark.django_db(databases=["default", "sqlite"])
-def test_a_symlink_in_place_of_a_job_log_is_not_followed(settings, tmp_path, admin_user,
-                                                         django_capture_on_commit_callbacks):
-    directory = tmp_path / "job-logs"
-    directory.mkdir(mode=0o700)
-    settings.BACKUP_JOB_LOG_DIRECTORY = str(directory)
-    victim = tmp_path / "someone-elses-file"
-    victim.write_text("precious\n")
-    victim.chmod(0o644)
-
-    with django_capture_on_commit_callbacks(execute=True):
-        job = jobs.start_backup(database="sqlite", description="", compression="zstd", acting_user=admin_user)
-        (directory / f"backup-{job.pk}.log").symlink_to(victim)  # before the process starts (on commit)
-
-    job.refresh_from_db()
-    assert job.status == BackupStatus.FAILED and job.pid is None
-    assert job.error.startswith("The backup process could not be started: [Errno 40] Too many levels of symbolic links")
-    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
 # Logging ------------------------------------------------------------------------------------------

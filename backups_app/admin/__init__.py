@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from backups_app import archives, jobs, services
+from backups_app import archives, services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger
 
@@ -34,7 +34,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     search_fields = ["description", "file_name"]
     list_per_page = 50
     show_full_result_count = False  # one COUNT(*) less on every filtered page
-    actions = ["restore_selected", "verify_selected"]
+    actions = ["restore_selected", "verify_selected", "retry_selected"]
     fieldsets = [
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
                            "error_text"]}),
@@ -190,9 +190,6 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return format_html('<pre class="backup-manifest">{}</pre>', json.dumps(manifest, indent=2, sort_keys=True))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        if self.has_view_permission(request):
-            jobs.fail_dead_jobs()
-            jobs.log_finished_restores()
         extra_context = {
             **(extra_context or {}),
             "status_url": self.url("status"),
@@ -228,11 +225,15 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return response
 
     def delete_model(self, request, obj):
-        services.delete_backup(backup=obj, acting_user=request.user)
+        self.delete_queryset(request, [obj])
 
     def delete_queryset(self, request, queryset):
+        # The service's rules, the same as backup_delete's: a backup that runs or that a restore reads stays.
         for job in queryset:
-            services.delete_backup(backup=job, acting_user=request.user)
+            try:
+                services.delete_backup(backup=job, acting_user=request.user)
+            except BackupError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
     # Actions ----------------------------------------------------------------------------------
 
@@ -250,23 +251,41 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         form = RestoreForm(request.POST, backup=backup)
         if not form.is_valid():
             return self.restore_confirmation(request, backup, form)
-        restore = jobs.start_restore(
-            backup=backup,
-            database=form.cleaned_data["database"],
-            safety_backup=form.cleaned_data["safety_backup"],
-            terminate_sessions=form.cleaned_data["terminate_sessions"],
-            trust_archive=form.cleaned_data.get("trust_archive", False),
-            acting_user=request.user,
-        )
-        # The LogEntry is written once the restore has finished (jobs.log_finished_restores): restoring
-        # the application's own database puts the LogEntry table back to the backup's state.
+        try:
+            restore = services.request_restore(
+                backup=backup,
+                database=form.cleaned_data["database"],
+                safety_backup=form.cleaned_data["safety_backup"],
+                terminate_sessions=form.cleaned_data["terminate_sessions"],
+                trust_archive=form.cleaned_data.get("trust_archive", False),
+                acting_user=request.user,
+            )
+        except BackupError as exc:
+            form.add_error(None, str(exc))
+            return self.restore_confirmation(request, backup, form)
+        # The LogEntry is written by the task once the restore has finished: restoring the application's
+        # own database puts the LogEntry table back to the backup's state.
         self.message_user(
             request,
-            _("Restore #%(id)s of backup #%(backup)s into %(database)s started; this page follows it.")
+            _("Restore #%(id)s of backup #%(backup)s into %(database)s is queued; this page follows it.")
             % {"id": restore.pk, "backup": backup.pk, "database": restore.database},
             messages.SUCCESS,
         )
         return HttpResponseRedirect(self.url("restore_status", restore.pk))
+
+    @admin.action(permissions=["create"], description=gettext_lazy("Retry the selected failed backups"))
+    def retry_selected(self, request, queryset):
+        for job in queryset:
+            try:
+                new = services.retry_backup(backup=job, acting_user=request.user)
+            except BackupError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
+            self.log_addition(request, new, [{"added": {}}])
+            self.message_user(
+                request, _("Backup #%(id)s is queued again as backup #%(new)s.") % {"id": job.pk, "new": new.pk},
+                messages.SUCCESS,
+            )
 
     @admin.action(permissions=["verify"], description=gettext_lazy("Verify the selected backups' archives"))
     def verify_selected(self, request, queryset):

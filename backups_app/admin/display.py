@@ -78,14 +78,14 @@ def safety_text(restore) -> str:
 def phase_text(restore, running: bool) -> str:
     """Say which step a running restore is at, or at which step a failed one stopped."""
     if running:
-        return capfirst(restore.get_phase_display()) if restore.phase else _("Starting")
+        return capfirst(restore.get_phase_display()) if restore.phase else _("Queued, waiting for a worker")
     if restore.status == RestoreStatus.FAILED and restore.phase:
         return _("Stopped while %(phase)s") % {"phase": restore.get_phase_display()}
     return "-"
 
 
 def restore_fields(restore, running: bool) -> dict[str, str]:
-    status = RestoreStatus.RUNNING.label if running else restore.get_status_display()
+    status = restore.get_status_display()
     return {
         "phase": phase_text(restore, running),
         "safety": safety_text(restore),
@@ -101,7 +101,7 @@ def restore_json(restore, running: bool, *, safety_url: str = "") -> dict:
     safety = restore.safety_backup
     return {
         "id": restore.pk,
-        "status": RestoreStatus.RUNNING if running else restore.status,
+        "status": restore.status,
         "active": running,
         "fields": restore_fields(restore, running),
         "links": {"safety": safety_url},

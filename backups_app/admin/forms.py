@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy
 
 from backups_app.conf import setting
 from backups_app.engines import ENGINES
-from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, BackupStatus, Compression, Restore
+from backups_app.models import BackupJob, Compression
 from backups_app.services.catalog import MAX_RETENTION_DAYS
 
 from .display import seconds_text
@@ -21,21 +21,6 @@ def database_choices(engine: str | None = None) -> list[tuple[str, str]]:
     return choices
 
 
-def busy_reason(database: str) -> str:
-    """Return why a new backup or restore of a database would be refused now, or ""."""
-    job = BackupJob.objects.filter(database=database, status__in=[BackupStatus.PENDING, BackupStatus.RUNNING]).first()
-    if job:
-        return _("Backup #%(id)s of database %(database)s is %(status)s; wait until it has finished.") % {
-            "id": job.pk, "database": database, "status": job.get_status_display().lower(),
-        }
-    restore = Restore.objects.filter(database=database, status__in=ACTIVE_RESTORE_STATUSES).first()
-    if restore:
-        return _("Restore #%(id)s into database %(database)s is %(status)s; wait until it has finished.") % {
-            "id": restore.pk, "database": database, "status": restore.get_status_display().lower(),
-        }
-    return ""
-
-
 class CreateBackupForm(forms.Form):
     database = forms.ChoiceField(label=gettext_lazy("Database"))
     description = forms.CharField(
@@ -49,13 +34,6 @@ class CreateBackupForm(forms.Form):
         self.fields["database"].choices = database_choices()
         self.fields["database"].initial = "default"
         self.fields["compression"].initial = setting("BACKUP_COMPRESSION")
-
-    def clean_database(self):
-        database = self.cleaned_data["database"]
-        reason = busy_reason(database)
-        if reason:
-            raise forms.ValidationError(reason)
-        return database
 
 
 class RestoreForm(forms.Form):
@@ -102,20 +80,12 @@ class RestoreForm(forms.Form):
         return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
 
     def clean(self):
+        # Only what was typed; whether the backup can be restored is the service's to say.
         cleaned = super().clean()
-        if not self.backup.is_usable:
-            raise forms.ValidationError(
-                _("Backup #%(id)s is %(status)s; only a completed backup can be restored.")
-                % {"id": self.backup.pk, "status": self.backup.get_status_display().lower()}
-            )
         database = cleaned.get("database")
         typed = cleaned.get("confirm_database")
         if database and typed is not None and typed not in (database, str(connections[database].settings_dict["NAME"])):
             self.add_error("confirm_database", self.confirmation_hint(database))
-        if database:
-            reason = busy_reason(database)
-            if reason:
-                raise forms.ValidationError(reason)
         return cleaned
 
 

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
 
-from backups_app import archives, jobs, services
+from backups_app import archives, services
 from backups_app.conf import setting
 from backups_app.errors import BackupError
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
@@ -53,6 +53,7 @@ class BackupConsoleViews:
             path("status/", wrap(self.status_view), name="%s_%s_status" % info),
             path("cleanup/", wrap(self.cleanup_view), name="%s_%s_cleanup" % info),
             path("restores/<int:restore_id>/", wrap(self.restore_status_view), name="%s_%s_restore_status" % info),
+            path("restores/<int:restore_id>/retry/", wrap(self.restore_retry_view), name="%s_%s_restore_retry" % info),
             path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
             path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
             path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
@@ -84,15 +85,19 @@ class BackupConsoleViews:
             raise PermissionDenied
         form = CreateBackupForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
-            job = jobs.start_backup(**form.cleaned_data, acting_user=request.user)
-            self.log_addition(request, job, [{"added": {}}])
-            self.message_user(
-                request,
-                _("Backup #%(id)s of %(database)s started; it runs in the background and this list follows it.")
-                % {"id": job.pk, "database": job.database},
-                messages.SUCCESS,
-            )
-            return HttpResponseRedirect(self.url("changelist"))
+            try:
+                job = services.request_backup(**form.cleaned_data, acting_user=request.user)
+            except BackupError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, job, [{"added": {}}])
+                self.message_user(
+                    request,
+                    _("Backup #%(id)s of %(database)s is queued; a worker runs it and this list follows it.")
+                    % {"id": job.pk, "database": job.database},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(self.url("changelist"))
         context = self.console_context(request, title=_("Create a backup"), form=form)
         return TemplateResponse(request, TEMPLATES + "create.html", context)
 
@@ -102,14 +107,12 @@ class BackupConsoleViews:
         """Return the state of the backups and restores a page shows (?backups=1,2&restores=3) as JSON."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        # Bookkeeping, not a change a person asked for: a dead process's job is recorded as failed.
-        jobs.fail_dead_jobs()
+        # It reads only: the workers mark jobs whose worker died as failed (services.fail_dead_jobs).
         restores = Restore.objects.filter(pk__in=_ids(request.GET.get("restores"))).select_related("safety_backup")
-        jobs.log_finished_restores(restores)
         data = {
             "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
             "restores": [
-                restore_json(restore, jobs.restore_is_running(restore), safety_url=self.safety_url(restore))
+                restore_json(restore, restore.status in ACTIVE_RESTORE_STATUSES, safety_url=self.safety_url(restore))
                 for restore in restores
             ],
             "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
@@ -209,21 +212,35 @@ class BackupConsoleViews:
     def restore_status_view(self, request, restore_id):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        jobs.fail_dead_jobs()
-        jobs.log_finished_restores(Restore.objects.filter(pk=restore_id))
         restore = get_object_or_404(Restore.objects.select_related("backup", "safety_backup"), pk=restore_id)
-        running = jobs.restore_is_running(restore)
+        running = restore.status in ACTIVE_RESTORE_STATUSES
         context = self.console_context(
             request,
             title=_("Restore #%(id)s into %(database)s") % {"id": restore.pk, "database": restore.database},
             restore=restore,
             running=running,
             fields=restore_fields(restore, running),
-            status=RestoreStatus.RUNNING if running else restore.status,
+            status=restore.status,
             safety_url=self.safety_url(restore),
             lock_timeout=seconds_text(setting("BACKUP_LOCK_TIMEOUT")),
+            retry_url=self.url("restore_retry", restore.pk)
+            if restore.status == RestoreStatus.FAILED and self.has_restore_permission(request) else "",
         )
         return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
+
+    def restore_retry_view(self, request, restore_id):
+        """Ask again, with the same options, for a restore that failed (POST only)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        try:
+            restore = services.retry_restore(restore=restore_id, acting_user=request.user)
+        except BackupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(self.url("restore_status", restore_id))
+        self.message_user(request, _("Queued again as restore #%(id)s.") % {"id": restore.pk}, messages.SUCCESS)
+        return HttpResponseRedirect(self.url("restore_status", restore.pk))
 
     # Cleanup ----------------------------------------------------------------------------------
 

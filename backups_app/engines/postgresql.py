@@ -249,7 +249,9 @@ class PostgreSQLEngine(Engine):
                 f"SELECT setval(pg_get_serial_sequence({quote_literal(qualified)}, {quote_literal(table.pk_column)}), "
                 f"COALESCE(max({pk}), 0) + 1, false) FROM {qualified}"
             )
-            body.append(f"EXECUTE {quote_literal(reset)};")
+            # Only a table whose key comes from a sequence (the task queue's is a UUID).
+            body.append(f"IF pg_get_serial_sequence({quote_literal(qualified)}, {quote_literal(table.pk_column)}) "
+                        f"IS NOT NULL THEN EXECUTE {quote_literal(reset)}; END IF;")
             if not table.required:
                 body.append("END IF;")
         return [

@@ -3,7 +3,7 @@ from django.utils.translation import gettext as _
 from backups_app import services
 from backups_app.humanize import human_size
 from backups_app.models import BackupTrigger, Compression
-from backups_app.selectors import backup_to_dict, get_backup
+from backups_app.selectors import backup_to_dict
 
 from ._common import BackupCommand
 
@@ -20,22 +20,27 @@ class Command(BackupCommand):
             help="Who started it: manual (default) or scheduled (cron).",
         )
         parser.add_argument(
-            "--job", type=int, help="Run this PENDING job (created by the admin or the schedule) instead of a new one."
+            "--background", action="store_true",
+            help="Queue the backup for a worker (manage.py backup_worker), print its id and return at once.",
         )
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
-        job = get_backup(options["job"]) if options["job"] else None
-        job = services.create_backup(
-            database=options["database"] or (job.database if job else "default"),
-            acting_user=job.requested_by if job else None,
+        request = services.request_backup if options["background"] else services.create_backup
+        job = request(
+            database=options["database"] or "default",
             trigger=options["trigger"],
             description=options["description"],
-            compression=options["compression"] or (job.compression if job else None),
-            job=job,
+            compression=options["compression"],
         )
         if options["json"]:
             self.write_json(backup_to_dict(job))
+            return
+        if options["background"]:
+            self.stdout.write(self.style.SUCCESS(
+                _("Backup #%(id)s of %(database)s is queued; follow it with: manage.py backup_show %(id)s")
+                % {"id": job.pk, "database": job.database}
+            ))
             return
         self.stdout.write(self.style.SUCCESS(
             _("Backup #%(id)s of %(database)s completed: %(file)s (%(size)s).")

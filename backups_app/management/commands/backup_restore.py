@@ -1,19 +1,10 @@
 from django.utils.translation import gettext as _
 
 from backups_app import services
-from backups_app.errors import BackupError
 from backups_app.humanize import human_time
-from backups_app.models import Restore, RestoreStatus
 from backups_app.selectors import backup_to_dict, get_backup
 
 from ._common import BackupCommand
-
-
-def get_restore(pk):
-    try:
-        return Restore.objects.get(pk=pk, status=RestoreStatus.PENDING)
-    except Restore.DoesNotExist:
-        raise BackupError(_("There is no pending restore record #%(id)s.") % {"id": pk}) from None
 
 
 class Command(BackupCommand):
@@ -40,8 +31,8 @@ class Command(BackupCommand):
             "any SQL, so only if you trust everyone who could write to the backup storage.",
         )
         parser.add_argument(
-            "--restore", type=int, dest="restore_id",
-            help="Run this PENDING restore record (created by the admin) instead of recording a new one.",
+            "--background", action="store_true",
+            help="Queue the restore for a worker (manage.py backup_worker), print its id and return at once.",
         )
         self.add_json_argument(parser)
 
@@ -68,11 +59,9 @@ class Command(BackupCommand):
         if not self.confirm(question, options):
             self.stdout.write(_("Restore cancelled."))
             return
-        record = get_restore(options["restore_id"]) if options["restore_id"] else None
-        restore = services.restore_backup(
+        request = services.request_restore if options["background"] else services.restore_backup
+        restore = request(
             backup=backup,
-            acting_user=record.requested_by if record else None,
-            restore=record,
             database=database,
             safety_backup=options["safety_backup"],
             terminate_sessions=options["terminate_connections"],
@@ -84,10 +73,16 @@ class Command(BackupCommand):
                 "database": restore.database,
                 "status": restore.status,
                 "started": restore.started_at.isoformat(),
-                "finished": restore.finished_at.isoformat(),
+                "finished": restore.finished_at.isoformat() if restore.finished_at else None,
                 "backup": backup_to_dict(restore.backup),
                 "safety_backup": backup_to_dict(restore.safety_backup) if restore.safety_backup else None,
             })
+            return
+        if options["background"]:
+            self.stdout.write(self.style.SUCCESS(
+                _("Restore #%(id)s of backup #%(backup)s into %(database)s is queued; follow it with: "
+                  "manage.py backup_show %(backup)s") % {"id": restore.pk, "backup": backup.pk, "database": database}
+            ))
             return
         self.stdout.write(self.style.SUCCESS(
             _("Restored backup #%(id)s into %(database)s.") % {"id": backup.pk, "database": database}
