@@ -13,10 +13,10 @@ from django.core.management.color import no_style
 from django.db import connection, transaction
 from django.utils import timezone
 
-from backups_app import jobs, monitoring, services
+from backups_app import monitoring, services
 from backups_app.engines import get_engine
 from backups_app.errors import BackupError
-from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
 from .conftest import ROOT, LockHolder, child_env, database_url, manage, psql, wait_for
 
@@ -83,18 +83,10 @@ def test_readme_recovery_procedure_works_on_the_embedded_sqlite_default(tmp_path
                        4: ("completed", "pre_restore_safety")}
 
 
-@pytest.fixture
-def detached_env(monkeypatch, backup_dir):
-    """Let the admin's detached `manage.py` processes use this test's databases and storage."""
-    for name, value in child_env(backup_dir).items():
-        monkeypatch.setenv(name, value)
-
-
 def wait_until_finished(restore, timeout=90):
     """Follow a restore the way the admin's status page does, until it has finished; return it."""
     deadline = time.monotonic() + timeout
     while True:
-        jobs.fail_dead_jobs()
         restore.refresh_from_db()
         if restore.status in (RestoreStatus.COMPLETED, RestoreStatus.FAILED):
             return restore
@@ -153,13 +145,13 @@ def test_cleanup_while_a_restore_runs_keeps_its_backup_and_the_restore_succeeds(
 # 3. A backup and a restore asked for at the same moment -------------------------------------
 
 
-def test_a_backup_between_the_restore_request_and_its_process_does_not_cancel_it(pagila, detached_env, admin_user):
+def test_a_backup_between_the_restore_request_and_its_worker_does_not_cancel_it(pagila, worker, admin_user):
     backup = services.create_backup(database=pagila)
     psql(pagila, "UPDATE film SET title = 'changed'")
-    with transaction.atomic():  # the admin's process starts once the request's data is committed
-        restore = jobs.start_restore(backup=backup, database=pagila, safety_backup=False, terminate_sessions=False,
-                                     acting_user=admin_user)
+    with transaction.atomic():  # the task is queued once the request's data is committed
+        restore = services.request_restore(backup=backup, database=pagila, safety_backup=False, acting_user=admin_user)
         other = services.create_backup(database=pagila)  # takes the lock first, finishes first
+    worker()
 
     restore = wait_until_finished(restore)
     assert (restore.status, restore.error) == (RestoreStatus.COMPLETED, "")
@@ -167,25 +159,33 @@ def test_a_backup_between_the_restore_request_and_its_process_does_not_cancel_it
     assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
 
 
-def test_a_restore_that_loses_the_race_to_a_backup_says_which_backup_was_running(
-    pagila, backup_dir, detached_env, admin_user
-):
+def test_a_restore_asked_for_while_a_backup_runs_waits_for_it_then_runs(pagila, backup_dir, worker, admin_user):
     backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = 'changed'")
     holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")  # the next backup's pg_dump waits
     try:
         dump = manage(backup_dir, "backup_create", "--database", pagila)
         running = wait_for(lambda: BackupJob.objects.filter(status=BackupStatus.RUNNING).first())
-        restore = jobs.start_restore(backup=backup, database=pagila, safety_backup=False, terminate_sessions=False,
-                                     acting_user=admin_user)
-        restore = wait_until_finished(restore)
+        worker()
+        restore = services.request_restore(backup=backup, database=pagila, safety_backup=False, acting_user=admin_user)
+        wait_for(lambda: Restore.objects.filter(pk=restore.pk, phase=RestorePhase.WAITING).exists())
     finally:
         holder.release()
     dump.communicate(timeout=120)
+    restore = wait_until_finished(restore)
 
-    assert restore.status == RestoreStatus.FAILED
-    assert restore.error.startswith(f"Backup #{running.pk} of database 'target' was running")
-    assert "killed" not in restore.error
     assert BackupJob.objects.get(pk=running.pk).status == BackupStatus.COMPLETED
+    assert (restore.status, restore.error) == (RestoreStatus.COMPLETED, "")
+    assert restore.started_at < BackupJob.objects.get(pk=running.pk).finished_at  # asked for while it ran
+    assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+
+
+def test_a_backup_asked_for_in_the_foreground_while_a_restore_runs_says_which_restore_was_running(pagila):
+    running = Restore.objects.create(backup=services.create_backup(database=pagila), database=pagila,
+                                     status=RestoreStatus.RUNNING)
+    with get_engine(pagila).lock():  # held, as the restore's worker holds it
+        with pytest.raises(BackupError, match=rf"^Restore #{running.pk} into database 'target' was running"):
+            services.create_backup(database=pagila)
 
 
 # 4. The catalog's database is recognised whatever alias names it ------------------------------

@@ -176,7 +176,7 @@ def test_backup_of_a_killed_process_is_reported_then_marked_failed(pagila, backu
     failed = BackupJob.objects.get(pk=running.pk)
     assert failed.status == BackupStatus.FAILED and "stopped before it finished" in failed.error
     assert code == 2
-    assert f"target: last backup #{running.pk} failed: The process running this job" in out
+    assert f"target: last backup #{running.pk} failed: The worker running this job" in out
 
 
 def test_deployment_checks_show_the_same_conditions(backup_dir):

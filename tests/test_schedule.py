@@ -17,9 +17,9 @@ from django_crontab.crontab import Crontab
 
 from backups_app import schedule, services
 from backups_app.engines import get_engine
-from backups_app.models import BackupJob, BackupStatus, BackupTrigger
+from backups_app.models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
 
-from .conftest import ROOT, database_url
+from .conftest import ROOT, database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -87,61 +87,43 @@ def test_crontab_add_refuses_an_invalid_schedule_and_installs_nothing(backup_dir
     assert not [line for line in _crontab_lines() or [] if line.endswith(f"# {comment}")]
 
 
-def test_scheduled_backup_completes_with_trigger_scheduled(pagila, backup_dir, settings, caplog):
+def test_scheduled_backup_is_queued_and_a_worker_completes_it(pagila, backup_dir, settings, caplog, worker):
     settings.BACKUP_DATABASES = [pagila]
     with caplog.at_level(logging.INFO, logger="backups_app.schedule"):
         # What scheduled_backup() runs; it would end this process on a failure, so it runs in children below.
         assert schedule.exit_status(schedule.run_scheduled_backups()) == schedule.EXIT_OK
 
     job = BackupJob.objects.get()
-    assert (job.database, job.status, job.trigger) == (pagila, BackupStatus.COMPLETED, BackupTrigger.SCHEDULED)
+    assert (job.database, job.status, job.trigger) == (pagila, BackupStatus.PENDING, BackupTrigger.SCHEDULED)
+    assert f"Scheduled backup #{job.pk} of database 'target' is queued." in caplog.text
+    worker()
+    job = wait_for(lambda: BackupJob.objects.filter(pk=job.pk, status=BackupStatus.COMPLETED).first(), timeout=120)
     assert (backup_dir / job.file_name).stat().st_size == job.size_bytes
     assert services.verify_backup(backup=job).ok
-    assert f"Scheduled backup #{job.pk} of database 'target' completed" in caplog.text
 
 
-def test_overlapping_run_is_skipped_and_logged_naming_the_running_job(pagila, settings, caplog):
-    running = BackupJob.objects.create(database=pagila, engine="postgresql", status=BackupStatus.RUNNING,
-                                       started_at=timezone.now(), compression="zstd")
-    with get_engine(pagila).lock():  # what the running backup's process holds
+def test_a_scheduled_backup_of_a_busy_database_waits_for_it_then_runs(pagila, settings, worker):
+    """The schedule no longer skips a database that is busy: its backup waits in the queue behind."""
+    with get_engine(pagila).lock():  # what a running backup's worker holds
         runs = schedule.run_scheduled_backups([pagila])
+        worker()
+        job = runs[0].job
+        wait_for(lambda: BackupJob.objects.filter(pk=job.pk, phase=BackupPhase.WAITING).exists(), timeout=60)
+    assert schedule.exit_status(runs) == schedule.EXIT_OK
+    job = wait_for(lambda: BackupJob.objects.filter(pk=job.pk, status=BackupStatus.COMPLETED).first(), timeout=120)
+    assert job.trigger == BackupTrigger.SCHEDULED
 
-    assert [run.outcome for run in runs] == [schedule.SKIPPED]
-    assert schedule.exit_status(runs) == schedule.EXIT_SKIPPED == 75
-    assert list(BackupJob.objects.all()) == [running]  # the skip leaves no failed backup behind
-    assert f"Scheduled backup of database 'target' skipped: Backup #{running.pk} of database 'target' was running" in caplog.text
-    assert caplog.records[-1].levelname == "WARNING"
 
-
-def test_failing_cron_job_exits_non_zero_and_leaves_a_failed_job_with_its_reason(backup_dir):
-    """What cron runs, `manage.py crontab run HASH`, with one database that does not answer and one that does."""
-    env = production_env(backup_dir, DATABASE_URL_BROKEN="postgres://postgres@127.0.0.1:1/nowhere",
-                         BACKUP_DATABASES="broken,default")
+def test_cron_job_exits_non_zero_when_a_backup_cannot_be_queued(backup_dir):
+    """What cron runs, `manage.py crontab run HASH`, while the catalog's database does not answer."""
+    env = production_env(backup_dir, DATABASE_URL="postgres://postgres@127.0.0.1:1/nowhere", BACKUP_DATABASES="default")
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "crontab", "run", job_hash("backups_app.schedule.scheduled_backup")],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
 
     assert result.returncode == schedule.EXIT_FAILED, result.stderr
-    failed = BackupJob.objects.get(database="broken")
-    assert (failed.status, failed.trigger) == (BackupStatus.FAILED, BackupTrigger.SCHEDULED)
-    assert "Cannot connect to database 'broken'" in failed.error
-    assert f"ERROR backups_app.schedule: Scheduled backup #{failed.pk} of database 'broken' failed: Cannot connect" in result.stderr
-    completed = BackupJob.objects.get(database="default")  # the failure did not stop the next database
-    assert (completed.status, completed.trigger) == (BackupStatus.COMPLETED, BackupTrigger.SCHEDULED)
-
-
-def test_busy_cron_job_exits_75(pagila, backup_dir):
-    env = production_env(backup_dir, DATABASE_URL_TARGET=database_url(pagila), BACKUP_DATABASES="target")
-    with get_engine(pagila).lock():
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), "crontab", "run",
-             job_hash("backups_app.schedule.scheduled_backup")],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )
-    assert result.returncode == schedule.EXIT_SKIPPED, result.stderr
-    assert "WARNING backups_app.schedule: Scheduled backup of database 'target' skipped" in result.stderr
-    assert not BackupJob.objects.exists()
+    assert "ERROR backups_app.schedule: Scheduled backup of database 'default' could not be queued" in result.stderr
 
 
 def test_scheduled_cleanup_deletes_expired_backups_and_keeps_the_newest(pagila, backup_dir, settings, caplog):
@@ -194,8 +176,10 @@ def _crontab_lines() -> list[str] | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_completes(backup_dir, tmp_path):
-    """Install the jobs every minute with `crontab add`, let a real cron daemon run them, remove them."""
+def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_completes(backup_dir, tmp_path, worker):
+    """Install the jobs every minute with `crontab add`, let a real cron daemon run them (a worker runs
+    the backup they queue), remove them."""
+    worker()
     comment = f"django-backups test {os.getpid()}-{tmp_path.name}"
     env_file = tmp_path / "cron.env"
     log = tmp_path / "cron.log"
@@ -239,8 +223,8 @@ def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_complete
         assert job.status == BackupStatus.COMPLETED, job.error
         assert (job.database, job.trigger) == ("default", BackupTrigger.SCHEDULED)
         assert (backup_dir / job.file_name).stat().st_size == job.size_bytes
-        logged = f"Scheduled backup #{job.pk} of database 'default' completed"
-        deadline = time.monotonic() + 20  # the job logs just after it records the backup
+        logged = f"Scheduled backup #{job.pk} of database 'default' is queued."
+        deadline = time.monotonic() + 20
         while logged not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
             time.sleep(0.2)
         assert logged in log.read_text()

@@ -63,7 +63,7 @@ def test_backup_killed_mid_dump_leaves_no_complete_looking_file(pagila, backup_d
 
     assert archives.backup_storage().exists(job.file_name) is False
     assert BackupJob.objects.get(pk=job.pk).status == BackupStatus.RUNNING  # nobody could say otherwise yet
-    assert services.fail_stale_jobs() == 1
+    assert services.fail_dead_jobs() == 1
     failed = BackupJob.objects.get(pk=job.pk)
     assert failed.status == BackupStatus.FAILED and "stopped before it finished" in failed.error
 
