@@ -1,0 +1,569 @@
+"""MariaDB and MySQL: `mariadb-dump` (or `mysqldump`) SQL out; a scratch database and one RENAME TABLE back.
+
+MariaDB DDL is not transactional, so the restore never touches the live database until the very
+end: it loads the archive into a scratch database on the same server, reads back from it the
+definitions of its views, triggers, routines and events, and then moves every table in one
+`RENAME TABLE` statement, which is atomic across databases (the live tables go to a second
+scratch database, the restored ones take their place). Only then come the short, non-atomic
+steps: the views, triggers, routines and events are replaced, defaults naming a sequence are
+pointed at the live database, the kept catalog's foreign keys are pointed back at the live
+tables, and the two scratch databases are dropped. A failure there raises RestoreIncomplete,
+after which the caller puts the safety backup back.
+
+The kept tables (the backup catalog) never move: the archive's copies are dropped in the scratch
+database, so every row written to the catalog during the restore stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import subprocess
+import threading
+from typing import BinaryIO, Iterator
+
+from django.db import DatabaseError
+from django.db.backends.mysql.client import DatabaseClient
+from django.utils.translation import gettext as _
+
+from ..errors import BackupError, DatabaseBusy
+from . import Engine, KeptTable, ServerInfo, copy_stream, tool_process
+
+logger = logging.getLogger(__name__)
+
+TRAILER = b"-- Dump completed"
+# A restore's scratch databases: "<live>__r<token>" receives the archive, "<live>__o<token>" the old tables.
+SCRATCH_MARK = "__r"
+OLD_MARK = "__o"
+DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
+SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
+
+
+class RestoreIncomplete(BackupError):
+    """The tables were swapped in, but a later step failed: the database must be put back from the safety backup."""
+
+
+def quote_name(name: str) -> str:
+    return "`%s`" % name.replace("`", "``")
+
+
+def first_error_line(stderr: str) -> str:
+    """Return the line of a client tool's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        match = re.search(r"(ERROR \d+.*|Got error: .*|error: .*)", line)
+        if match:
+            return match.group(1).strip()
+    return lines[0] if lines else _("no error message")
+
+
+class _TrailerWatcher:
+    """Pass a dump through, remembering its last bytes so the caller can check it ended properly."""
+
+    def __init__(self, source: BinaryIO):
+        self.source = source
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.tail = (self.tail + data)[-64:]
+        return data
+
+
+class MySQLEngine(Engine):
+    name = "mysql"
+    suffix = "sql"
+    # mariadb-dump starts with a sandbox comment, then "-- MariaDB dump"; mysqldump with "-- MySQL dump".
+    magic = b"/*M!999999\\- enable the sandbox mode */"
+    other_magics = (b"-- MariaDB dump", b"-- MySQL dump")
+
+    @classmethod
+    def recognises(cls, header: bytes) -> bool:
+        return header.startswith((cls.magic, *cls.other_magics))
+
+    @property
+    def database(self) -> str:
+        options = self.connection.settings_dict["OPTIONS"]
+        return options.get("database", options.get("db", self.connection.settings_dict["NAME"]))
+
+    def _connect(self, database: str | None = None):
+        params = {**self.connection.get_connection_params(), "autocommit": True, "charset": "utf8mb4"}
+        params.pop("db", None)
+        params["database"] = database or self.database
+        try:
+            return self.connection.Database.connect(**params)
+        except (DatabaseError, self.connection.Database.Error) as exc:
+            raise BackupError(
+                _("Cannot connect to database %(alias)r: %(reason)s. Check that the server is running and the URL is right.")
+                % {"alias": self.alias, "reason": str(exc).strip().splitlines()[0]}
+            ) from exc
+
+    def _is_mariadb(self, raw) -> bool:
+        return "mariadb" in self._query(raw, "SELECT VERSION()")[0][0].lower()
+
+    @staticmethod
+    def _query(raw, sql: str, params=None) -> list[tuple]:
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def _command(self, tool: str, options: list[str], database: str) -> tuple[list[str], dict[str, str]]:
+        """Return argv and environment for a client tool; the password travels only in MYSQL_PWD."""
+        settings_dict = {**self.connection.settings_dict, "NAME": ""}
+        settings_dict["OPTIONS"] = {
+            k: v for k, v in settings_dict["OPTIONS"].items() if k not in ("database", "db", "charset")
+        }
+        args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, [])
+        # A --defaults-file option must come first, which settings_to_cmd_args_env already ensures.
+        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**os.environ, **(env or {})}
+
+    def identity(self) -> tuple:
+        # The server instance (its host and data directory) and the database's name in it.
+        raw = self._connect()
+        try:
+            return self._query(raw, "SELECT @@hostname, @@datadir, @@port, DATABASE()")[0]
+        finally:
+            raw.close()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        raw = self._connect()
+        try:
+            # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
+            name = f"django-backups:{self.database}"[:64]
+            (acquired,) = self._query(raw, "SELECT GET_LOCK(%s, 0)", [name])[0]
+            if not acquired:
+                raise DatabaseBusy(self.alias)
+            self._lock_connection_id = raw.thread_id()
+            # Whoever holds the lock may drop what an interrupted restore left behind.
+            self._drop_scratch_databases(raw)
+            yield
+        finally:
+            raw.close()
+
+    def _tool(self, raw, mariadb: str, mysql: str) -> str:
+        return mariadb if self._is_mariadb(raw) else mysql
+
+    def describe(self) -> ServerInfo:
+        raw = self._connect()
+        try:
+            server_version = self._query(raw, "SELECT VERSION()")[0][0]
+            tool = self._tool(raw, "mariadb-dump", "mysqldump")
+            if self._is_mariadb(raw):
+                self._check_routines_readable(raw)
+            self._warn_about_tables_outside_the_snapshot(raw)
+        finally:
+            raw.close()
+        try:
+            output = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout
+        except FileNotFoundError as exc:
+            raise BackupError(
+                _("%(tool)s is not installed or not on PATH; install the MariaDB or MySQL client tools.") % {"tool": tool}
+            ) from exc
+        return ServerInfo(server_version=server_version, tool_version=output.strip()[:100])
+
+    def _check_routines_readable(self, raw) -> None:
+        # Without SELECT on mysql.proc, mariadb-dump --routines leaves routines out and still exits 0.
+        try:
+            self._query(raw, "SELECT 1 FROM mysql.proc LIMIT 0")
+        except self.connection.Database.Error as exc:
+            raise BackupError(
+                _("The user of database %(alias)r cannot read mysql.proc, so mariadb-dump would silently leave out "
+                  "its stored procedures and functions; grant it SELECT ON mysql.proc.") % {"alias": self.alias}
+            ) from exc
+
+    def _warn_about_tables_outside_the_snapshot(self, raw) -> None:
+        tables = self._query(
+            raw,
+            "SELECT CONCAT(TABLE_NAME, ' (', ENGINE, ')') FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND ENGINE NOT IN ('InnoDB') "
+            "ORDER BY TABLE_NAME",
+        )
+        if tables:
+            logger.warning(
+                _("Database %(alias)r has tables that the consistent snapshot does not cover (only InnoDB tables are "
+                  "dumped as of one instant): %(tables)s.")
+                % {"alias": self.alias, "tables": ", ".join(row[0] for row in tables)}
+            )
+
+    @contextlib.contextmanager
+    def dump(self) -> Iterator[BinaryIO]:
+        # mariadb-dump has no lock wait option: with --single-transaction it takes no table lock, and
+        # waits only for DDL running on a table it reads.
+        raw = self._connect()
+        try:
+            tool = self._tool(raw, "mariadb-dump", "mysqldump")
+        finally:
+            raw.close()
+        args, env = self._command(tool, [
+            "--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--quick",
+            # No CREATE DATABASE/USE (--databases is not given), so the archive loads into any database.
+            "--skip-lock-tables", "--skip-add-locks", "--tz-utc", "--no-tablespaces", "--skip-dump-date",
+        ], self.database)
+        with tool_process(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
+            watcher = _TrailerWatcher(process.stdout)
+            yield watcher
+            process.stdout.close()
+            if process.wait() != 0:
+                raise BackupError(_("%(tool)s failed: %(reason)s.")
+                                  % {"tool": tool, "reason": first_error_line(process.stderr_text())})
+            if not watcher.tail.rstrip().endswith(TRAILER):
+                raise BackupError(_("%(tool)s stopped before the end of the dump (no \"-- Dump completed\" line); "
+                                    "check the server's log and retry.") % {"tool": tool})
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        tables = []
+        for line in _lines(source):
+            # Sequences are tables to MariaDB (and RENAME TABLE moves them), so they are listed too.
+            match = re.match(rb"CREATE (?:TABLE `((?:[^`]|``)+)` \($|SEQUENCE `((?:[^`]|``)+)` )", line)
+            if match:
+                name = match.group(1) or match.group(2)
+                tables.append(name.replace(b"``", b"`").decode("utf-8", "replace"))
+        return sorted(tables)
+
+    # Restore ---------------------------------------------------------------------------
+
+    def _drop_scratch_databases(self, raw) -> None:
+        """Drop the scratch databases of restores that stopped before their swap (the lock is held)."""
+        scratch = re.compile(re.escape(self._scratch_prefix() + SCRATCH_MARK) + "[0-9a-f]{8}")
+        for (name,) in self._query(raw, "SHOW DATABASES"):
+            if scratch.fullmatch(name):
+                self._query(raw, f"DROP DATABASE {quote_name(name)}")
+
+    def _scratch_prefix(self) -> str:
+        return self.database[:40]
+
+    def restore(
+        self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
+    ) -> None:
+        _Restore(self, keep=keep, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions).run(source)
+        self.connection.close()
+
+
+def _lines(source: BinaryIO) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if buffer:
+        yield buffer
+
+
+class _Restore:
+    """One restore: load into a scratch database, read its objects back, swap the tables in, replace the rest."""
+
+    def __init__(self, engine: MySQLEngine, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool):
+        self.engine = engine
+        self.keep = {table.name: table for table in keep}
+        self.lock_timeout = int(lock_timeout)
+        self.terminate_sessions = terminate_sessions
+        self.live = engine.database
+        token = secrets.token_hex(4)
+        self.scratch = f"{engine._scratch_prefix()}{SCRATCH_MARK}{token}"
+        self.old = f"{engine._scratch_prefix()}{OLD_MARK}{token}"
+        self.error = engine.connection.Database.Error
+
+    def sql(self, statement: str, params=None) -> list[tuple]:
+        return self.engine._query(self.raw, statement, params)
+
+    def run(self, source: BinaryIO) -> None:
+        self.raw = self.engine._connect()
+        try:
+            (charset, collation), = self.sql(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_NAME = %s", [self.live])
+            self.create_database = f"CHARACTER SET {charset} COLLATE {collation}"
+            self.sql(f"CREATE DATABASE {quote_name(self.scratch)} {self.create_database}")
+            swapped = False
+            try:
+                self._load(source)
+                self._read_restored_objects()
+                self._read_live_objects()
+                self._swap()
+                swapped = True
+            except self.error as exc:
+                raise BackupError(
+                    _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
+                    % {"reason": exc.args[-1] if exc.args else exc}
+                ) from exc
+            finally:
+                if not swapped:
+                    self._drop(self.scratch, self.old)
+            try:
+                self._replace_other_objects()
+                self._drop(self.old, self.scratch)
+            except self.error as exc:
+                raise RestoreIncomplete(
+                    _("The restored tables of database %(alias)r are in place, but replacing its views, triggers, "
+                      "routines and events failed (%(reason)s); the tables it had before are in database %(old)s.")
+                    % {"alias": self.engine.alias, "reason": exc.args[-1] if exc.args else exc, "old": self.old}
+                ) from exc
+        finally:
+            self.raw.close()
+
+    def _drop(self, *databases: str) -> None:
+        self.sql("SET SESSION foreign_key_checks = 0")
+        for database in databases:
+            with contextlib.suppress(self.error):
+                self.sql(f"DROP DATABASE IF EXISTS {quote_name(database)}")
+        self.sql("SET SESSION foreign_key_checks = 1")
+
+    # Before the swap: nothing here touches the live database. ---------------------------
+
+    def _can_set_definers(self) -> bool:
+        # SUPER (or MariaDB's SET USER, MySQL's SET_USER_ID) lets a user create objects for another definer.
+        rows = self.sql(
+            "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
+            "('SUPER', 'SET USER', 'SET_USER_ID') AND GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
+            "\"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
+        return rows[0][0] > 0
+
+    def _load(self, source: BinaryIO) -> None:
+        rewrite_definers = not self._can_set_definers()
+        client = self.engine._tool(self.raw, "mariadb", "mysql")
+        # Without this, the mariadb client echoes the failing statement (rows of data) to stderr.
+        options = ["--skip-print-query-on-error"] if client == "mariadb" else []
+        args, env = self.engine._command(client, options, self.scratch)
+        errors: list[BaseException] = []
+        last_line: list[bytes] = [b""]
+        with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
+            feeder = threading.Thread(
+                target=self._feed, args=(source, process.stdin, errors, last_line, rewrite_definers)
+            )
+            feeder.start()
+            try:
+                feeder.join()
+            except BaseException:
+                process.kill()
+                raise
+            if process.wait() != 0:
+                raise BackupError(
+                    _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
+                    % {"reason": first_error_line(process.stderr_text())}
+                )
+        if errors:
+            raise BackupError(
+                _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
+            ) from errors[0]
+        if last_line[0].rstrip() != TRAILER:
+            # The client exits 0 on a dump cut at a statement boundary: only the trailer proves it is whole.
+            raise BackupError(_("The archive ends before its \"-- Dump completed\" line; it is truncated. "
+                                "Nothing was restored."))
+        if rewrite_definers:
+            logger.warning(
+                _("The user of database %(alias)r may not create objects for other users, so the restored views, "
+                  "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).") % {"alias": self.engine.alias}
+            )
+
+    @staticmethod
+    def _feed(source, target, errors, last_line, rewrite_definers: bool) -> None:
+        """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
+        try:
+            for line in _lines(source):
+                if line.strip():
+                    last_line[0] = line
+                if not line.startswith((b"(", b"INSERT INTO ")):
+                    if line.startswith(b"  `") and b"nextval(`" in line:
+                        # A sequence default names the dump's database; inside the scratch one, name none.
+                        line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
+                    if rewrite_definers and b"DEFINER=" in line:
+                        line = DEFINER.sub(b"DEFINER=CURRENT_USER", line)
+                target.write(line)
+        except BrokenPipeError:
+            pass  # the client stopped early: its exit status says why.
+        except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the client exits)
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                target.close()
+
+    def _show_create(self, kind: str, database: str, name: str) -> dict:
+        with self.raw.cursor() as cursor:
+            cursor.execute(f"SHOW CREATE {kind} {quote_name(database)}.{quote_name(name)}")
+            columns = [column[0] for column in cursor.description]
+            return dict(zip(columns, cursor.fetchone()))
+
+    def _read_restored_objects(self) -> None:
+        """Read the definitions of what cannot move from the scratch database; stop its events firing there."""
+        scratch = self.scratch
+        self.sql(f"USE {quote_name(scratch)}")  # SHOW CREATE VIEW leaves the current database's name out
+        self.tables = [name for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW' "
+            "ORDER BY TABLE_NAME", [scratch])]
+        missing = [name for name in self.keep if name not in self.tables]
+        if missing:
+            raise BackupError(_("The archive has no table %(table)s, so restoring it would erase the backup catalog; "
+                                "restore it into another database.") % {"table": missing[0]})
+        self.events = []
+        for name, status in self.sql(
+            "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
+            [scratch],
+        ):
+            self.sql(f"ALTER EVENT {quote_name(name)} DISABLE")
+            self.events.append((name, status, self._show_create("EVENT", scratch, name)))
+        self.views = [(name, self._show_create("VIEW", scratch, name)) for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", [scratch])]
+        self.triggers = self._triggers(scratch)
+        self.routines = [(kind, name, self._show_create(kind, scratch, name)) for kind, name in self.sql(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_TYPE, ROUTINE_NAME", [scratch])]
+        self.sequence_defaults = self.sql(
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_DEFAULT FROM information_schema.COLUMNS c "
+            "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+            "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' AND c.COLUMN_DEFAULT LIKE 'nextval(%%'", [scratch])
+        # Tables with triggers cannot move to another database (ERROR 1435); the definitions are read above.
+        for name, _create in self.triggers:
+            self.sql(f"DROP TRIGGER {quote_name(scratch)}.{quote_name(name)}")
+        self.sql("SET SESSION foreign_key_checks = 0")
+        for name in self.keep:
+            self.sql(f"DROP TABLE {quote_name(scratch)}.{quote_name(name)}")
+        self.sql("SET SESSION foreign_key_checks = 1")
+        self.tables = [name for name in self.tables if name not in self.keep]
+        self.sql(f"USE {quote_name(self.live)}")
+
+    def _triggers(self, database: str) -> list[tuple[str, dict]]:
+        return [(name, self._show_create("TRIGGER", database, name)) for (name,) in self.sql(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+            "ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER", [database])]
+
+    def _read_live_objects(self) -> None:
+        live = self.live
+        self.live_tables = [name for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW' "
+            "ORDER BY TABLE_NAME", [live]) if name not in self.keep]
+        self.live_views = [(name, self._show_create("VIEW", live, name)) for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", [live])]
+        self.live_triggers = self._triggers(live)
+        self.live_routines = self.sql(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION')", [live])
+        self.live_events = [name for (name,) in self.sql(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", [live])]
+        # The kept tables' foreign keys to tables that are replaced: they follow their parent to the old
+        # database in the swap, and must be pointed back at the restored table afterwards.
+        self.kept_keys = self.sql(
+            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, "
+            "r.UPDATE_RULE, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
+            "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
+            "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
+            "WHERE k.TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_SCHEMA = %s ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME",
+            [live, live])
+        self.kept_keys = [key for key in self.kept_keys if key[0] in self.keep and key[3] not in self.keep]
+
+    # The swap: one statement, all or nothing. ------------------------------------------
+
+    def _swap(self) -> None:
+        live, scratch, old = quote_name(self.live), quote_name(self.scratch), quote_name(self.old)
+        self.sql(f"SET SESSION lock_wait_timeout = {self.lock_timeout}")
+        self.sql(f"CREATE DATABASE {old} {self.create_database}")
+        if self.terminate_sessions:
+            self._terminate_sessions()
+        renames = [f"{live}.{quote_name(name)} TO {old}.{quote_name(name)}" for name in self.live_tables]
+        renames += [f"{scratch}.{quote_name(name)} TO {live}.{quote_name(name)}" for name in self.tables]
+        # Views cannot move to another database (ERROR 1450), tables with triggers neither (ERROR 1435):
+        # both are dropped just before the swap, and put back if it fails.
+        dropped_views, dropped_triggers = [], []
+        try:
+            for name, create in self.live_triggers:
+                self.sql(f"DROP TRIGGER {live}.{quote_name(name)}")
+                dropped_triggers.append((name, create))
+            for name, create in self.live_views:
+                self.sql(f"DROP VIEW {live}.{quote_name(name)}")
+                dropped_views.append((name, create))
+            if renames:
+                self.sql("RENAME TABLE " + ", ".join(renames))
+        except self.error as exc:
+            with contextlib.suppress(self.error):
+                self._create_views(dropped_views)
+                self._create_triggers(dropped_triggers)
+            if exc.args and exc.args[0] == 1205:  # lock wait timeout
+                raise BackupError(
+                    _("Other sessions held locks on database %(alias)r for more than %(seconds)s s, so nothing was "
+                      "restored; close them or retry with --terminate-connections.")
+                    % {"alias": self.engine.alias, "seconds": self.lock_timeout}
+                ) from exc
+            raise
+
+    def _terminate_sessions(self) -> None:
+        spare = {self.raw.thread_id(), getattr(self.engine, "_lock_connection_id", None)}
+        if self.engine.connection.connection is not None:
+            spare.add(self.engine.connection.connection.thread_id())
+        for (session,) in self.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND COMMAND <> 'Daemon'", [self.live]
+        ):
+            if session not in spare:
+                with contextlib.suppress(self.error):  # it may have ended by itself meanwhile
+                    self.sql(f"KILL CONNECTION {int(session)}")
+
+    # After the swap: short, not atomic. -------------------------------------------------
+
+    def _replace_other_objects(self) -> None:
+        live = quote_name(self.live)
+        self._create_views(self.views)
+        self._create_triggers(self.triggers)
+        for kind, name in self.live_routines:
+            self.sql(f"DROP {kind} {live}.{quote_name(name)}")
+        for kind, name, create in self.routines:
+            self._execute_as_created(create[f"Create {kind.title()}"], create)
+        for name in self.live_events:
+            self.sql(f"DROP EVENT {live}.{quote_name(name)}")
+        for name, status, create in self.events:
+            self._execute_as_created(create["Create Event"], create)
+            if status == "ENABLED":
+                self.sql(f"ALTER EVENT {live}.{quote_name(name)} ENABLE")
+        scratch_prefix = f"nextval({quote_name(self.scratch)}."
+        for table, column, default in self.sequence_defaults:
+            default = default.replace(scratch_prefix, f"nextval({live}.")
+            self.sql(f"ALTER TABLE {live}.{quote_name(table)} ALTER COLUMN {quote_name(column)} SET DEFAULT {default}")
+        self._repoint_kept_keys()
+
+    def _repoint_kept_keys(self) -> None:
+        live = quote_name(self.live)
+        for table, constraint, column, ref_table, ref_column, on_update, on_delete in self.kept_keys:
+            table, column, ref_table, ref_column = map(quote_name, (table, column, ref_table, ref_column))
+            # References to rows that the restored data lacks become NULL before the key is pointed back.
+            self.sql(f"UPDATE {live}.{table} SET {column} = NULL WHERE {column} IS NOT NULL AND {column} NOT IN "
+                     f"(SELECT {ref_column} FROM {live}.{ref_table})")
+            self.sql(f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}, ADD CONSTRAINT "
+                     f"{quote_name(constraint)} FOREIGN KEY ({column}) REFERENCES {live}.{ref_table} ({ref_column}) "
+                     f"ON UPDATE {on_update} ON DELETE {on_delete}")
+
+    def _execute_as_created(self, statement: str, create: dict) -> None:
+        """Run a CREATE statement under the SQL mode and character set its object was created with."""
+        self.sql("SET @saved_sql_mode = @@sql_mode, @saved_time_zone = @@time_zone")
+        try:
+            if create.get("sql_mode") is not None:
+                self.sql("SET SESSION sql_mode = %s", [create["sql_mode"]])
+            if create.get("time_zone"):
+                self.sql("SET SESSION time_zone = %s", [create["time_zone"]])
+            if create.get("character_set_client"):
+                self.sql("SET SESSION character_set_client = %s, collation_connection = %s",
+                         [create["character_set_client"], create["collation_connection"]])
+            self.sql(statement)
+        finally:
+            self.sql("SET SESSION sql_mode = @saved_sql_mode, time_zone = @saved_time_zone, "
+                     "character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci")
+
+    def _create_views(self, views: list[tuple[str, dict]]) -> None:
+        # A view may select from another: create those whose dependencies exist, until none is left.
+        pending = list(views)
+        while pending:
+            failed, last_error = [], None
+            for name, create in pending:
+                try:
+                    self._execute_as_created(create["Create View"], create)
+                except self.error as exc:
+                    failed.append((name, create))
+                    last_error = exc
+            if len(failed) == len(pending):
+                raise last_error
+            pending = failed
+
+    def _create_triggers(self, triggers: list[tuple[str, dict]]) -> None:
+        for _name, create in triggers:
+            self._execute_as_created(create["SQL Original Statement"], create)

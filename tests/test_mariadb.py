@@ -1,0 +1,243 @@
+"""Backups and restores of a real MariaDB database (tests/fixtures/mariadb/shop.sql)."""
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import MySQLdb
+import pytest
+from django.db import connections
+
+from backups_app import services
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+
+from .conftest import ROOT, child_env
+
+SHOP = ROOT / "tests" / "fixtures" / "mariadb" / "shop.sql"
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mariadb"])
+
+
+def server_args() -> list[str]:
+    params = connections["mariadb"].settings_dict
+    return [f"--host={params['HOST'] or '127.0.0.1'}", f"--port={params['PORT'] or 3306}", f"--user={params['USER']}"]
+
+
+def mariadb(sql: str, *, database: str | None = None) -> str:
+    """Run SQL through the mariadb client in the test database (or `database`); return its tab-separated output."""
+    database = database or connections["mariadb"].settings_dict["NAME"]
+    env = {**os.environ, "MYSQL_PWD": connections["mariadb"].settings_dict["PASSWORD"] or ""}
+    result = subprocess.run(
+        ["mariadb", *server_args(), "--default-character-set=utf8mb4", "--batch", "--skip-column-names", database],
+        input=sql.encode(), env=env, capture_output=True,
+    )
+    if result.returncode:
+        raise AssertionError(f"mariadb failed: {result.stderr.decode()}")
+    return result.stdout.decode()
+
+
+def connect(database: str | None = None):
+    params = connections["mariadb"].settings_dict
+    return MySQLdb.connect(
+        host=params["HOST"] or "127.0.0.1", port=int(params["PORT"] or 3306), user=params["USER"],
+        password=params["PASSWORD"] or "", database=database or params["NAME"], charset="utf8mb4", autocommit=True,
+    )
+
+
+def fingerprint(database: str | None = None) -> dict:
+    """Describe a MariaDB database: every table's rows (hashed in Python, as CHECKSUM TABLE is not repeatable
+    with virtual columns), the SHOW CREATE text of every object, and the events' status."""
+    result = {}
+    raw = connect(database)
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1")
+        for name, kind in cursor.fetchall():
+            if kind == "VIEW":
+                cursor.execute(f"SHOW CREATE VIEW `{name}`")
+                result[f"view {name}"] = cursor.fetchone()[1]
+                continue
+            cursor.execute(f"SHOW CREATE TABLE `{name}`")
+            result[f"schema {name}"] = cursor.fetchone()[1]
+            cursor.execute(f"SELECT * FROM `{name}`")
+            rows = sorted(repr(row) for row in cursor.fetchall())
+            result[f"rows {name}"] = f"{len(rows)}:" + hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        cursor.execute("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1")
+        for (name,) in cursor.fetchall():
+            cursor.execute(f"SHOW CREATE TRIGGER `{name}`")
+            result[f"trigger {name}"] = cursor.fetchone()[:6]  # without the creation time
+        cursor.execute("SELECT TRIGGER_NAME, ACTION_ORDER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()")
+        result["trigger order"] = sorted(cursor.fetchall())
+        cursor.execute("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1, 2")
+        for kind, name in cursor.fetchall():
+            cursor.execute(f"SHOW CREATE {kind} `{name}`")
+            result[f"{kind} {name}"] = cursor.fetchone()
+        cursor.execute("SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE() ORDER BY 1")
+        for name, status in cursor.fetchall():
+            cursor.execute(f"SHOW CREATE EVENT `{name}`")
+            result[f"event {name}"] = (status, cursor.fetchone())
+    finally:
+        raw.close()
+    return result
+
+
+def databases_like(prefix: str) -> list[str]:
+    return [name for name in mariadb("SHOW DATABASES").split() if name.startswith(prefix)]
+
+
+@pytest.fixture
+def shop(django_db_blocker):
+    """Fill the `mariadb` test database with a fresh shop; return the alias."""
+    connections["mariadb"].close()
+    name = connections["mariadb"].settings_dict["NAME"]
+    mariadb(f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}` CHARACTER SET utf8mb4", database="mysql")
+    mariadb(SHOP.read_text())
+    yield "mariadb"
+    for leftover in databases_like(name + "__"):
+        mariadb(f"DROP DATABASE `{leftover}`", database="mysql")
+
+
+def test_round_trip_restores_identical_content_and_removes_what_came_after(shop, backup_dir):
+    before = fingerprint()
+    job = services.create_backup(database=shop, description="shop")
+    assert job.status == BackupStatus.COMPLETED and job.engine == "mysql"
+    archive = (backup_dir / job.file_name)
+    assert archive.stat().st_size == job.size_bytes
+
+    mariadb("""
+        DELETE FROM orders WHERE id % 3 = 0;
+        UPDATE customer SET name = 'changed' WHERE id < 100;
+        INSERT INTO orders (customer_id) VALUES (1);
+        SELECT NEXTVAL(invoice_numbers);
+        CREATE TABLE created_after_backup (id int);
+        CREATE VIEW view_after_backup AS SELECT 1 AS one;
+        CREATE TRIGGER trigger_after_backup BEFORE UPDATE ON product FOR EACH ROW SET NEW.price = NEW.price;
+        CREATE PROCEDURE procedure_after_backup() SELECT 1;
+        CREATE EVENT event_after_backup ON SCHEDULE EVERY 1 DAY STARTS '2035-01-01' DO SELECT 1;
+        DROP VIEW paid_order_count;
+        DROP TRIGGER customer_email;
+        DROP FUNCTION order_total;
+        ALTER EVENT purge_audit DISABLE;
+        ALTER TABLE product ADD COLUMN added_after int;
+    """)
+    assert fingerprint() != before
+
+    restore = services.restore_backup(backup=job)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert fingerprint() == before
+    assert restore.safety_backup.status == BackupStatus.COMPLETED
+    # The restored objects work: the triggers fire in order, the sequence default and the function answer.
+    new_id = mariadb("INSERT INTO orders (customer_id) VALUES (2); SELECT LAST_INSERT_ID()").strip()
+    assert mariadb("SELECT message FROM audit_log ORDER BY id DESC LIMIT 2").split("\n")[:2] == [
+        f"second {new_id}", f"order {new_id}"]
+    assert mariadb(f"SELECT invoice > 1000 FROM orders WHERE id = {new_id}").strip() == "1"
+    assert mariadb("SELECT order_total(1) IS NOT NULL").strip() == "1"
+    assert databases_like(connections["mariadb"].settings_dict["NAME"] + "__") == []  # no scratch left
+
+
+def test_archive_is_a_plain_dump_without_dates_or_database_names(shop, backup_dir):
+    job = services.create_backup(database=shop, compression="none")
+    dump = (backup_dir / job.file_name).read_bytes()
+    name = connections["mariadb"].settings_dict["NAME"].encode()
+    assert dump.rstrip().endswith(b"-- Dump completed")
+    assert b"CREATE DATABASE" not in dump and b"\nUSE " not in dump
+    assert b"0x00FF" in dump  # BLOBs as hex
+    assert "😀".encode() in dump
+    assert services.archive_tables(backup=job) == [
+        "audit_log", "customer", "invoice_numbers", "order_line", "orders", "product", "search_words"]
+    assert name + b"`.`invoice_numbers" in dump  # the sequence default names the database: the restore rewrites it
+
+
+def test_password_is_never_on_a_command_line(shop, settings):
+    """The dump and the restore run as a user with a password; no process's argv ever shows it."""
+    params = connections["mariadb"].settings_dict
+    user, password = f"bk_{os.getpid()}", f"Secret-{os.getpid()}-pw"
+    mariadb(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; CREATE USER '{user}'@'localhost' IDENTIFIED BY "
+            f"'{password}'; GRANT ALL ON *.* TO '{user}'@'%' WITH GRANT OPTION; "
+            f"GRANT ALL ON *.* TO '{user}'@'localhost' WITH GRANT OPTION", database="mysql")
+    seen, stop = [], False
+
+    def watch():
+        while not stop:
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        seen.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+                    except OSError:
+                        pass
+
+    import threading
+
+    watcher = threading.Thread(target=watch)
+    old = dict(params)
+    params.update(USER=user, PASSWORD=password)
+    watcher.start()
+    try:
+        job = services.create_backup(database=shop)
+        services.restore_backup(backup=job, safety_backup=False)
+    finally:
+        stop = True
+        watcher.join()
+        params.update(USER=old["USER"], PASSWORD=old["PASSWORD"])
+        connections["mariadb"].close()
+        mariadb(f"DROP USER '{user}'@'%'; DROP USER '{user}'@'localhost'", database="mysql")
+    assert any(b"mariadb-dump" in line for line in seen)
+    assert any(line.startswith(b"mariadb\0") for line in seen)
+    assert not [line for line in seen if password.encode() in line]
+
+
+def test_truncated_archive_is_refused_before_anything_changes(shop, backup_dir):
+    """An archive cut at a statement boundary (the client would exit 0), its checksum made to match."""
+    job = services.create_backup(database=shop, compression="none")
+    path = backup_dir / job.file_name
+    data = path.read_bytes()
+    cut = data[: data.index(b"INSERT INTO `product`")]
+    path.write_bytes(cut)
+    BackupJob.objects.filter(pk=job.pk).update(size_bytes=len(cut), checksum_sha256=hashlib.sha256(cut).hexdigest())
+    mariadb("UPDATE customer SET name = 'changed' WHERE id < 10; CREATE TABLE created_after (id int)")
+    before = fingerprint()
+
+    with pytest.raises(BackupError, match="truncated"):
+        services.restore_backup(backup=job.pk, safety_backup=False)
+
+    assert fingerprint() == before
+    assert databases_like(connections["mariadb"].settings_dict["NAME"] + "__") == []
+
+
+def test_failing_statement_in_the_archive_leaves_database_unchanged(shop, backup_dir):
+    job = services.create_backup(database=shop, compression="none")
+    path = backup_dir / job.file_name
+    data = path.read_bytes().replace(b"INSERT INTO `product` VALUES", b"INSERT INTO `no_such_table` VALUES", 1)
+    path.write_bytes(data)
+    BackupJob.objects.filter(pk=job.pk).update(size_bytes=len(data), checksum_sha256=hashlib.sha256(data).hexdigest())
+    mariadb("DELETE FROM orders WHERE id < 100")
+    before = fingerprint()
+
+    with pytest.raises(BackupError, match=r"unchanged: ERROR 1146 .*no_such_table"):
+        services.restore_backup(backup=job.pk, safety_backup=False)
+
+    assert fingerprint() == before
+    assert Restore.objects.get().status == RestoreStatus.FAILED
+
+
+def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(shop, settings):
+    settings.BACKUP_LOCK_TIMEOUT = 1
+    job = services.create_backup(database=shop)
+    holder = connect()
+    holder.cursor().execute("BEGIN")
+    holder.cursor().execute("SELECT COUNT(*) FROM product")  # holds a metadata lock until the transaction ends
+    mariadb("DELETE FROM orders WHERE id < 10")
+    before = fingerprint()
+    started = time.monotonic()
+    with pytest.raises(BackupError, match="held locks .* --terminate-connections"):
+        services.restore_backup(backup=job, safety_backup=False)
+    assert time.monotonic() - started < 30
+    assert fingerprint() == before
+
+    services.restore_backup(backup=job, safety_backup=False, terminate_sessions=True)
+    with pytest.raises(MySQLdb.OperationalError):
+        holder.cursor().execute("SELECT 1")  # its session was ended
+    assert mariadb("SELECT COUNT(*) FROM orders WHERE id < 10").strip() == "9"
