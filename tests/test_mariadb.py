@@ -241,3 +241,34 @@ def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(shop,
     with pytest.raises(MySQLdb.OperationalError):
         holder.cursor().execute("SELECT 1")  # its session was ended
     assert mariadb("SELECT COUNT(*) FROM orders WHERE id < 10").strip() == "9"
+
+
+def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
+    """A test double makes the step after the table swap fail once (no real fault reliably hits that
+    sub-second window); the recovery that follows is real."""
+    from backups_app.engines import mysql
+
+    job = services.create_backup(database=shop)
+    mariadb("DELETE FROM orders WHERE id < 100; CREATE TABLE created_after (id int); DROP TRIGGER customer_email")
+    before = fingerprint()
+    real_replace = mysql._Restore._replace_other_objects
+    calls = []
+
+    def fail_first_time(self):
+        calls.append(1)
+        if len(calls) == 1:
+            self._create_views(self.views)
+            raise MySQLdb.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
+        real_replace(self)
+
+    monkeypatch.setattr(mysql._Restore, "_replace_other_objects", fail_first_time)
+
+    with pytest.raises(BackupError, match=r"replacing its views, triggers, routines and events failed \(Lock wait "
+                       r"timeout.*\).*put back as it was from safety backup #\d+"):
+        services.restore_backup(backup=job)
+
+    assert fingerprint() == before
+    restore = Restore.objects.get()
+    assert restore.status == RestoreStatus.FAILED and "safety backup" in restore.error
+    old = databases_like(connections["mariadb"].settings_dict["NAME"] + "__o")
+    assert len(old) == 1 and "`orders`" in mariadb(f"SHOW CREATE TABLE `{old[0]}`.orders")

@@ -29,7 +29,7 @@ from django.db import DatabaseError
 from django.db.backends.mysql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
-from ..errors import BackupError, DatabaseBusy
+from ..errors import BackupError, DatabaseBusy, RestoreIncomplete
 from . import Engine, KeptTable, ServerInfo, copy_stream, tool_process
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ SCRATCH_MARK = "__r"
 OLD_MARK = "__o"
 DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
 SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
-
-
-class RestoreIncomplete(BackupError):
-    """The tables were swapped in, but a later step failed: the database must be put back from the safety backup."""
 
 
 def quote_name(name: str) -> str:
@@ -298,9 +294,10 @@ class _Restore:
                 self._replace_other_objects()
                 self._drop(self.old, self.scratch)
             except self.error as exc:
+                self._drop(self.scratch)  # the old tables stay, the caller puts the safety backup back
                 raise RestoreIncomplete(
                     _("The restored tables of database %(alias)r are in place, but replacing its views, triggers, "
-                      "routines and events failed (%(reason)s); the tables it had before are in database %(old)s.")
+                      "routines and events failed (%(reason)s); the tables it had before are kept in database %(old)s.")
                     % {"alias": self.engine.alias, "reason": exc.args[-1] if exc.args else exc, "old": self.old}
                 ) from exc
         finally:

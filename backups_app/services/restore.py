@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 
 from .. import archives
 from ..engines import Engine, KeptTable, get_engine
-from ..errors import BackupError, DatabaseBusy
+from ..errors import BackupError, DatabaseBusy, RestoreIncomplete
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
@@ -111,6 +111,37 @@ def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: li
             )
 
 
+def _restore_archive(engine: Engine, backup: BackupJob, keep: list[KeptTable], terminate: bool) -> None:
+    with archives.backup_storage().open(backup.file_name, "rb") as raw:
+        engine.restore(
+            archives.decompressor(raw, backup.compression),
+            keep=keep,
+            lock_timeout=settings.BACKUP_LOCK_TIMEOUT,
+            terminate_sessions=terminate,
+        )
+
+
+def _put_back_safety_backup(
+    engine: Engine, safety: BackupJob | None, keep: list[KeptTable], error: RestoreIncomplete
+) -> BackupError:
+    """Return the error to report after an engine restore that failed past its point of no return
+    (MariaDB's short tail after the table swap), having put the safety backup back when there is one."""
+    if safety is None:
+        return BackupError(
+            _("%(reason)s There is no safety backup: restore another backup of this database.") % {"reason": error}
+        )
+    try:
+        _restore_archive(engine, safety, keep, terminate=False)
+    except BackupError as exc:
+        return BackupError(
+            _("%(reason)s Putting back safety backup #%(id)s failed too (%(again)s): restore it with "
+              "backup_restore %(id)s.") % {"reason": error, "id": safety.pk, "again": exc}
+        )
+    return BackupError(
+        _("%(reason)s The database was put back as it was from safety backup #%(id)s.") % {"reason": error, "id": safety.pk}
+    )
+
+
 def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool) -> Restore:
     try:
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
@@ -131,13 +162,10 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore, safety: bo
             )
             restore.safety_backup = _run_backup(engine, safety_job)
             restore.save(update_fields=["safety_backup"])
-        with archives.backup_storage().open(backup.file_name, "rb") as raw:
-            engine.restore(
-                archives.decompressor(raw, backup.compression),
-                keep=keep,
-                lock_timeout=settings.BACKUP_LOCK_TIMEOUT,
-                terminate_sessions=terminate,
-            )
+        try:
+            _restore_archive(engine, backup, keep, terminate)
+        except RestoreIncomplete as exc:
+            raise _put_back_safety_backup(engine, restore.safety_backup, keep, exc) from exc
     except BackupError as exc:
         _fail_restore(restore, str(exc))
         raise
