@@ -107,11 +107,16 @@ def child_env(backup_dir) -> dict[str, str]:
     url = f"postgres://{default['USER']}@{default['HOST']}:{default['PORT'] or 5432}/{default['NAME']}"
     if default.get("PASSWORD"):
         url = url.replace("@", f":{default['PASSWORD']}@", 1)
+    mariadb = connections["mariadb"].settings_dict
+    mariadb_url = f"mysql://{mariadb['USER']}@{mariadb['HOST']}:{mariadb['PORT'] or 3306}/{mariadb['NAME']}"
+    if mariadb.get("PASSWORD"):
+        mariadb_url = mariadb_url.replace("@", f":{mariadb['PASSWORD']}@", 1)
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "TEST_DATABASE_URL": url,
         "TEST_TARGET_NAME": target["NAME"],
+        "TEST_MARIADB_URL": mariadb_url,
         "TEST_SQLITE_PATH": str(connections["sqlite"].settings_dict["NAME"]),
         "TEST_BACKUP_DIRECTORY": str(backup_dir),
     }

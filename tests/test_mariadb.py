@@ -272,3 +272,35 @@ def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
     assert restore.status == RestoreStatus.FAILED and "safety backup" in restore.error
     old = databases_like(connections["mariadb"].settings_dict["NAME"] + "__o")
     assert len(old) == 1 and "`orders`" in mariadb(f"SHOW CREATE TABLE `{old[0]}`.orders")
+
+
+def test_restore_killed_while_loading_leaves_database_as_it_was(shop, backup_dir):
+    import signal
+
+    from .conftest import manage
+
+    mariadb("INSERT INTO audit_log (message) SELECT REPEAT(CONCAT('filler ', seq), 15) FROM seq_1_to_400000")
+    job = services.create_backup(database=shop, compression="none")
+    mariadb("DELETE FROM orders WHERE id < 1000; CREATE TABLE created_after (id int)")
+    before = fingerprint()
+    scratch_prefix = connections["mariadb"].settings_dict["NAME"] + "__r"
+
+    child = manage(backup_dir, "backup_restore", str(job.pk), "--no-input", "--no-safety-backup")
+    try:
+        deadline = time.monotonic() + 60
+        while not (databases_like(scratch_prefix) and "audit_log" in mariadb(
+                f"SHOW TABLES FROM `{databases_like(scratch_prefix)[0]}`")):
+            assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)  # in the middle of loading the archive
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+    assert fingerprint() == before
+    # The next operation on the database takes its lock, drops the scratch database and marks the restore failed.
+    services.create_backup(database=shop)
+    assert databases_like(scratch_prefix) == []
+    assert Restore.objects.get().status == RestoreStatus.FAILED
