@@ -304,3 +304,51 @@ def test_restore_killed_while_loading_leaves_database_as_it_was(shop, backup_dir
     services.create_backup(database=shop)
     assert databases_like(scratch_prefix) == []
     assert Restore.objects.get().status == RestoreStatus.FAILED
+
+
+def test_catalog_on_mariadb_survives_a_restore_of_its_own_database(backup_dir):
+    """The whole application on MariaDB (DATABASE_URL=mysql://...), run as manage.py child processes."""
+    import json
+    import sys
+
+    catalog = f"{connections['mariadb'].settings_dict['NAME']}_catalog"
+    mariadb(f"DROP DATABASE IF EXISTS `{catalog}`; CREATE DATABASE `{catalog}` CHARACTER SET utf8mb4", database="mysql")
+    url = child_env(backup_dir)["TEST_MARIADB_URL"].rsplit("/", 1)[0] + f"/{catalog}"
+
+    def run(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], env={**child_env(backup_dir), "TEST_DATABASE_URL": url},
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        run("migrate", "--no-input", "--verbosity", "0")
+        old = json.loads(run("backup_create", "--json"))["id"]
+        # After the backup: a user who did not exist then asks for a backup, and a table appears.
+        run("shell", "-c", "from django.contrib.auth.models import User; from backups_app import services; "
+                           "services.create_backup(acting_user=User.objects.create_user('late'), description='late')")
+        mariadb("CREATE TABLE created_after (id int)", database=catalog)
+
+        run("backup_restore", str(old), "--no-input")
+
+        jobs = mariadb("SELECT id, description, requested_by_id IS NULL, requested_by_name, `trigger` FROM "
+                       "backups_app_backupjob ORDER BY id", database=catalog).splitlines()
+        assert [line.split("\t")[1:] for line in jobs] == [
+            ["", "1", "", "manual"], ["late", "1", "late", "manual"],
+            [f"Before restoring backup #{old}", "1", "", "pre_restore_safety"]]
+        assert mariadb("SELECT status FROM backups_app_restore", database=catalog).split() == ["completed"]
+        assert "created_after" not in mariadb("SHOW TABLES", database=catalog)
+        assert mariadb("SELECT COUNT(*) FROM auth_user", database=catalog).strip() == "0"
+        # The catalog's key to auth_user points at the restored table again, not at the replaced one.
+        assert mariadb(
+            "SELECT REFERENCED_TABLE_SCHEMA FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME = 'backups_app_backupjob' AND REFERENCED_TABLE_NAME = 'auth_user'", database=catalog,
+        ).split() == [catalog]
+        assert databases_like(catalog + "__") == []
+        run("backup_verify", str(old))
+        assert len(run("backup_list").splitlines()) == 4  # a header and the three backups
+    finally:
+        for name in [catalog, *databases_like(catalog + "__")]:
+            mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")

@@ -448,8 +448,10 @@ class _Restore:
             "r.UPDATE_RULE, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
             "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
             "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
-            "WHERE k.TABLE_SCHEMA = %s AND k.REFERENCED_TABLE_SCHEMA = %s ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME",
-            [live, live])
+            # A restore that failed after its swap may have left them pointing at its old tables' database.
+            "WHERE k.TABLE_SCHEMA = %s AND (k.REFERENCED_TABLE_SCHEMA = %s OR k.REFERENCED_TABLE_SCHEMA LIKE %s) "
+            "ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME",
+            [live, live, (self.engine._scratch_prefix() + OLD_MARK).replace("_", "\\_") + "%"])
         self.kept_keys = [key for key in self.kept_keys if key[0] in self.keep and key[3] not in self.keep]
 
     # The swap: one statement, all or nothing. ------------------------------------------
@@ -526,9 +528,15 @@ class _Restore:
             # References to rows that the restored data lacks become NULL before the key is pointed back.
             self.sql(f"UPDATE {live}.{table} SET {column} = NULL WHERE {column} IS NOT NULL AND {column} NOT IN "
                      f"(SELECT {ref_column} FROM {live}.{ref_table})")
-            self.sql(f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}, ADD CONSTRAINT "
-                     f"{quote_name(constraint)} FOREIGN KEY ({column}) REFERENCES {live}.{ref_table} ({ref_column}) "
-                     f"ON UPDATE {on_update} ON DELETE {on_delete}")
+            # Two statements: MariaDB refuses to drop and add a key of the same name in one (errno 121).
+            # The rows were just checked, so the new key need not check them again (nor copy the table).
+            self.sql(f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}")
+            self.sql("SET SESSION foreign_key_checks = 0")
+            try:
+                self.sql(f"ALTER TABLE {live}.{table} ADD CONSTRAINT {quote_name(constraint)} FOREIGN KEY ({column}) "
+                         f"REFERENCES {live}.{ref_table} ({ref_column}) ON UPDATE {on_update} ON DELETE {on_delete}")
+            finally:
+                self.sql("SET SESSION foreign_key_checks = 1")
 
     def _execute_as_created(self, statement: str, create: dict) -> None:
         """Run a CREATE statement under the SQL mode and character set its object was created with."""
