@@ -352,3 +352,52 @@ def test_catalog_on_mariadb_survives_a_restore_of_its_own_database(backup_dir):
     finally:
         for name in [catalog, *databases_like(catalog + "__")]:
             mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+
+
+def test_admin_confirmation_lists_the_archive_tables_and_the_console_restores(
+        admin_client, shop, backup_dir, monkeypatch):
+    from .test_admin import restore_post, url, wait_for
+
+    for name, value in child_env(backup_dir).items():
+        monkeypatch.setenv(name, value)  # the admin's detached manage.py process sees this test's databases
+    before = fingerprint()
+    backup = services.create_backup(database=shop)
+    mariadb("DELETE FROM orders WHERE id % 2 = 0; CREATE TABLE created_after (id int)")
+
+    page = admin_client.post(url("changelist"), restore_post(backup)).text
+    assert "<code>orders</code>" in page and "<code>invoice_numbers</code>" in page and "mysql" in page
+    admin_client.post(url("changelist"), restore_post(
+        backup, post="yes", database=shop, safety_backup="on", confirm_database=shop))
+    restore = Restore.objects.get()
+    data = wait_for(admin_client, restores=[restore.pk])
+
+    assert data["restores"][0]["status"] == "completed", data
+    assert fingerprint() == before
+
+
+def test_import_scan_registers_mariadb_archives_that_restore(shop, backup_dir):
+    job = services.create_backup(database=shop)
+    BackupJob.objects.all().delete()  # the catalog is lost; the archive and its manifest are not
+    mariadb("DELETE FROM customer WHERE id > 10")
+
+    imported, problems = services.import_scan()
+
+    assert problems == [] and [(j.engine, j.database, j.file_name) for j in imported] == [("mysql", shop, job.file_name)]
+    assert services.verify_backup(backup=imported[0]).ok
+    services.restore_backup(backup=imported[0], safety_backup=False)
+    assert mariadb("SELECT COUNT(*) FROM customer").strip() == "2000"
+
+
+def test_monitoring_sees_a_mariadb_database(shop, settings):
+    from backups_app.monitoring import check_health
+
+    settings.BACKUP_DATABASES = [shop]
+    assert [p.code for p in check_health().databases[shop].problems] == ["never_backed_up"]
+    services.create_backup(database=shop)
+    assert check_health().databases[shop].problems == []
+    params = connections["mariadb"].settings_dict
+    port, params["PORT"] = params["PORT"], 1  # nothing listens there
+    try:
+        assert "cannot_back_up" in [p.code for p in check_health().databases[shop].problems]
+    finally:
+        params["PORT"] = port
