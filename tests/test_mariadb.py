@@ -401,3 +401,50 @@ def test_monitoring_sees_a_mariadb_database(shop, settings):
         assert "cannot_back_up" in [p.code for p in check_health().databases[shop].problems]
     finally:
         params["PORT"] = port
+
+
+@pytest.fixture
+def limited_user(shop):
+    """A user with every privilege on the test database and its scratch databases, but not SUPER or SET USER
+    (so it cannot create objects for another definer), nor SELECT on mysql.proc."""
+    name = connections["mariadb"].settings_dict["NAME"]
+    user, password = f"bk_limited_{os.getpid()}", "limited-pw"
+    pattern = name.replace("_", "\\_") + "%"
+    for host in ("%", "localhost"):
+        mariadb(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'; "
+                f"GRANT ALL ON `{pattern}`.* TO '{user}'@'{host}'", database="mysql")
+    params = connections["mariadb"].settings_dict
+    old = (params["USER"], params["PASSWORD"])
+    yield lambda: (params.update(USER=user, PASSWORD=password), connections["mariadb"].close())
+    params["USER"], params["PASSWORD"] = old
+    connections["mariadb"].close()
+    for host in ("%", "localhost"):
+        mariadb(f"DROP USER '{user}'@'{host}'", database="mysql")
+
+
+def test_backup_refuses_a_user_who_cannot_read_routines(limited_user, shop):
+    limited_user()
+    with pytest.raises(BackupError, match=r"cannot read mysql.proc, so mariadb-dump would silently leave out its "
+                                          r"stored procedures and functions; grant it SELECT ON mysql.proc"):
+        services.create_backup(database=shop)
+    assert BackupJob.objects.get().status == BackupStatus.FAILED
+
+
+def test_restore_as_a_user_who_cannot_set_definers_makes_the_objects_its_own(limited_user, shop, caplog):
+    job = services.create_backup(database=shop)  # as root: the archive's objects have DEFINER=root
+    before = fingerprint()
+    mariadb("DROP VIEW paid_order_count; DROP PROCEDURE mark_paid; DELETE FROM orders")
+    limited_user()
+
+    services.restore_backup(backup=job, safety_backup=False)
+
+    user = connections["mariadb"].settings_dict["USER"]
+    after = fingerprint()
+    assert {key: value for key, value in after.items() if key.startswith(("rows", "schema"))} == {
+        key: value for key, value in before.items() if key.startswith(("rows", "schema"))}
+    assert mariadb("SELECT DISTINCT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() UNION "
+                   "SELECT DISTINCT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() UNION "
+                   "SELECT DISTINCT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() UNION "
+                   "SELECT DISTINCT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()"
+                   ).split() in ([f"{user}@%"], [f"{user}@localhost"])
+    assert "now belong to it (DEFINER=CURRENT_USER)" in caplog.text
