@@ -223,6 +223,21 @@ def test_failing_statement_in_the_archive_leaves_database_unchanged(shop, backup
     assert Restore.objects.get().status == RestoreStatus.FAILED
 
 
+def test_archive_that_switches_database_is_refused(shop, backup_dir):
+    """A dump made elsewhere with --databases (USE ...) would load outside the scratch database."""
+    job = services.create_backup(database=shop, compression="none")
+    path = backup_dir / job.file_name
+    data = path.read_bytes().replace(b"\n--\n-- Table structure", b"\nUSE `mysql`;\n--\n-- Table structure", 1)
+    path.write_bytes(data)
+    BackupJob.objects.filter(pk=job.pk).update(size_bytes=len(data), checksum_sha256=hashlib.sha256(data).hexdigest())
+    mariadb("DELETE FROM orders WHERE id < 100")
+    before = fingerprint()
+
+    with pytest.raises(BackupError, match=r"switches to or creates another database \(USE `mysql`;\)"):
+        services.restore_backup(backup=job.pk, safety_backup=False)
+    assert fingerprint() == before
+
+
 def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(shop, settings):
     settings.BACKUP_LOCK_TIMEOUT = 1
     job = services.create_backup(database=shop)

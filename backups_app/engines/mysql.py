@@ -30,7 +30,7 @@ from django.db.backends.mysql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy, RestoreIncomplete
-from . import Engine, KeptTable, ServerInfo, copy_stream, tool_process
+from . import CHUNK_SIZE, Engine, KeptTable, ServerInfo, tool_process
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ TRAILER = b"-- Dump completed"
 SCRATCH_MARK = "__r"
 OLD_MARK = "__o"
 DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
+OTHER_DATABASE = re.compile(rb"(?:/\*!\d+ )?(?:USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA)\b", re.I)
 SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
 
 
@@ -241,13 +242,17 @@ class MySQLEngine(Engine):
 
 
 def _lines(source: BinaryIO) -> Iterator[bytes]:
-    buffer = b""
-    for chunk in iter(lambda: source.read(1 << 20), b""):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        yield from (line + b"\n" for line in lines)
-    if buffer:
-        yield buffer
+    """Yield the lines of a stream, each with its newline; a long line (a big BLOB) is joined only once."""
+    pending: list[bytes] = []
+    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end + 1])
+            yield b"".join(pending)
+            pending, start = [], end + 1
+        pending.append(chunk[start:])
+    if any(pending):
+        yield b"".join(pending)
 
 
 class _Restore:
@@ -344,6 +349,8 @@ class _Restore:
                     % {"reason": first_error_line(process.stderr_text())}
                 )
         if errors:
+            if isinstance(errors[0], BackupError):
+                raise errors[0]
             raise BackupError(
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
             ) from errors[0]
@@ -365,6 +372,11 @@ class _Restore:
                 if line.strip():
                     last_line[0] = line
                 if not line.startswith((b"(", b"INSERT INTO ")):
+                    if OTHER_DATABASE.match(line):
+                        # Only in a dump made elsewhere: it would make the client write outside the scratch database.
+                        raise BackupError(_("The archive switches to or creates another database (%(line)s); only "
+                                            "dumps of one database, made without --databases, can be restored.")
+                                          % {"line": line[:60].decode("utf-8", "replace").strip()})
                     if line.startswith(b"  `") and b"nextval(`" in line:
                         # A sequence default names the dump's database; inside the scratch one, name none.
                         line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
