@@ -463,3 +463,15 @@ def test_restore_as_a_user_who_cannot_set_definers_makes_the_objects_its_own(lim
                    "SELECT DISTINCT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()"
                    ).split() in ([f"{user}@%"], [f"{user}@localhost"])
     assert "now belong to it (DEFINER=CURRENT_USER)" in caplog.text
+
+
+@pytest.mark.django_db(databases=[])
+def test_mariadb_benchmark_smoke_run_completes_every_step():
+    from bench import mariadb as bench
+
+    results = bench.main(["--smoke"])
+    assert results["ok"], results["errors"]
+    summary = results["scales"][0]["summary"]
+    for operation in ("mariadb-dump | zstd", "project backup", "mariadb < dump", "project restore (empty db)",
+                      "project restore (over existing)"):
+        assert summary[operation]["median_s"] > 0, operation

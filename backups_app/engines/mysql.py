@@ -148,8 +148,9 @@ class MySQLEngine(Engine):
         raw = self._connect()
         try:
             server_version = self._query(raw, "SELECT VERSION()")[0][0]
-            tool = self._tool(raw, "mariadb-dump", "mysqldump")
-            if self._is_mariadb(raw):
+            mariadb = "mariadb" in server_version.lower()
+            tool = "mariadb-dump" if mariadb else "mysqldump"
+            if mariadb:
                 self._check_routines_readable(raw)
             self._warn_about_tables_outside_the_snapshot(raw)
         finally:
@@ -491,6 +492,7 @@ class _Restore:
         except self.error as exc:
             with contextlib.suppress(self.error):
                 self._create_views(dropped_views)
+            with contextlib.suppress(self.error):
                 self._create_triggers(dropped_triggers)
             if exc.args and exc.args[0] == 1205:  # lock wait timeout
                 raise BackupError(
