@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import os
 import re
 import secrets
@@ -57,17 +58,52 @@ def first_error_line(stderr: str) -> str:
     return lines[0] if lines else _("no error message")
 
 
-class _TrailerWatcher:
-    """Pass a dump through, remembering its last bytes so the caller can check it ended properly."""
+class _ReadAhead:
+    """Read a tool's output in a thread, so that it keeps dumping while the caller compresses; keep its tail.
 
-    def __init__(self, source: BinaryIO):
-        self.source = source
+    Without it mariadb-dump waits on a full pipe while each chunk is compressed, and a backup takes
+    the sum of the two times instead of the longer one. At most `depth` chunks are held.
+    """
+
+    def __init__(self, source: BinaryIO, depth: int = 8):
+        self.chunks: queue.Queue = queue.Queue(maxsize=depth)
         self.tail = b""
+        self.error: BaseException | None = None
+        self.buffer = b""
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._pump, args=(source,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, source: BinaryIO) -> None:
+        try:
+            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                while not self.stopped.is_set():
+                    with contextlib.suppress(queue.Full):
+                        self.chunks.put(chunk, timeout=0.1)
+                        break
+                if self.stopped.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 (raised in the reading thread by read())
+            self.error = exc
+        self.chunks.put(b"")
 
     def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.tail = (self.tail + data)[-64:]
+        while not self.buffer:
+            chunk = self.chunks.get()
+            if not chunk:
+                self.chunks.put(b"")  # every later read sees the end too
+                if self.error:
+                    raise self.error
+                return b""
+            self.tail = (self.tail + chunk[-64:])[-64:]
+            self.buffer = chunk
+        size = len(self.buffer) if size is None or size < 0 else size
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 class MySQLEngine(Engine):
@@ -202,9 +238,15 @@ class MySQLEngine(Engine):
             "--skip-lock-tables", "--skip-add-locks", "--tz-utc", "--no-tablespaces", "--skip-dump-date",
         ], self.database)
         with tool_process(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
-            watcher = _TrailerWatcher(process.stdout)
-            yield watcher
-            process.stdout.close()
+            watcher = _ReadAhead(process.stdout)
+            try:
+                yield watcher
+            except BaseException:
+                process.kill()  # the caller gave up (full disk, interrupted): the reading thread sees the end
+                raise
+            finally:
+                watcher.close()
+                process.stdout.close()
             if process.wait() != 0:
                 raise BackupError(_("%(tool)s failed: %(reason)s.")
                                   % {"tool": tool, "reason": first_error_line(process.stderr_text())})
