@@ -188,7 +188,6 @@ class MySQLEngine(Engine):
             tool = "mariadb-dump" if mariadb else "mysqldump"
             if mariadb:
                 self._check_routines_readable(raw)
-            self._warn_about_tables_outside_the_snapshot(raw)
         finally:
             raw.close()
         try:
@@ -230,6 +229,7 @@ class MySQLEngine(Engine):
         raw = self._connect()
         try:
             tool = self._tool(raw, "mariadb-dump", "mysqldump")
+            self._warn_about_tables_outside_the_snapshot(raw)
         finally:
             raw.close()
         args, env = self._command(tool, [
@@ -268,11 +268,19 @@ class MySQLEngine(Engine):
     # Restore ---------------------------------------------------------------------------
 
     def _drop_scratch_databases(self, raw) -> None:
-        """Drop the scratch databases of restores that stopped before their swap (the lock is held)."""
+        """Drop the scratch databases of restores that were stopped (the lock is held, so none runs)."""
         scratch = re.compile(re.escape(self._scratch_prefix() + SCRATCH_MARK) + "[0-9a-f]{8}")
+        old = re.compile(re.escape(self._scratch_prefix() + OLD_MARK) + "[0-9a-f]{8}")
         for (name,) in self._query(raw, "SHOW DATABASES"):
             if scratch.fullmatch(name):
                 self._query(raw, f"DROP DATABASE {quote_name(name)}")
+            elif old.fullmatch(name):
+                # Left by a restore stopped after its swap (or whose safety backup was put back): the tables
+                # the database had before it. Only a person can tell whether they are still wanted.
+                logger.warning(
+                    _("Database %(old)s holds the tables database %(alias)r had before a restore that did not "
+                      "finish; drop it once the database is known to be right.") % {"old": name, "alias": self.alias}
+                )
 
     def _scratch_prefix(self) -> str:
         return self.database[:40]
