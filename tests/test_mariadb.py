@@ -259,24 +259,23 @@ def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(shop,
 
 
 def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
-    """A test double makes the step after the table swap fail once (no real fault reliably hits that
+    """A test double makes the steps after the table swap fail once (no real fault reliably hits that
     sub-second window); the recovery that follows is real."""
     from backups_app.engines import mysql
 
     job = services.create_backup(database=shop)
     mariadb("DELETE FROM orders WHERE id < 100; CREATE TABLE created_after (id int); DROP TRIGGER customer_email")
     before = fingerprint()
-    real_replace = mysql._Restore._replace_other_objects
+    real_finish = mysql._finish
     calls = []
 
-    def fail_first_time(self):
-        calls.append(1)
+    def fail_first_time(raw, old, error):
+        calls.append(old)
         if len(calls) == 1:
-            self._create_views(self.views)
             raise MySQLdb.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
-        real_replace(self)
+        real_finish(raw, old, error)
 
-    monkeypatch.setattr(mysql._Restore, "_replace_other_objects", fail_first_time)
+    monkeypatch.setattr(mysql, "_finish", fail_first_time)
 
     with pytest.raises(BackupError, match=r"replacing its views, triggers, routines and events failed \(Lock wait "
                        r"timeout.*\).*put back as it was from safety backup #\d+"):
@@ -287,6 +286,10 @@ def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
     assert restore.status == RestoreStatus.FAILED and "safety backup" in restore.error
     old = databases_like(connections["mariadb"].settings_dict["NAME"] + "__o")
     assert len(old) == 1 and "`orders`" in mariadb(f"SHOW CREATE TABLE `{old[0]}`.orders")
+    # Later operations leave those tables alone (only a person knows whether they are wanted) and do not
+    # replay the failed restore's steps over the safety backup's content.
+    services.create_backup(database=shop)
+    assert fingerprint() == before and databases_like(connections["mariadb"].settings_dict["NAME"] + "__o") == old
 
 
 def test_restore_killed_while_loading_leaves_database_as_it_was(shop, backup_dir):

@@ -17,6 +17,7 @@ database, so every row written to the catalog during the restore stays.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import os
@@ -39,6 +40,8 @@ TRAILER = b"-- Dump completed"
 # A restore's scratch databases: "<live>__r<token>" receives the archive, "<live>__o<token>" the old tables.
 SCRATCH_MARK = "__r"
 OLD_MARK = "__o"
+# In the old tables' database: the statements still to run after the swap (see _finish).
+JOURNAL = "`backups_restore_journal`"
 DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
 OTHER_DATABASE = re.compile(rb"(?:/\*!\d+ )?(?:USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA)\b", re.I)
 SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
@@ -275,12 +278,28 @@ class MySQLEngine(Engine):
             if scratch.fullmatch(name):
                 self._query(raw, f"DROP DATABASE {quote_name(name)}")
             elif old.fullmatch(name):
-                # Left by a restore stopped after its swap (or whose safety backup was put back): the tables
-                # the database had before it. Only a person can tell whether they are still wanted.
-                logger.warning(
-                    _("Database %(old)s holds the tables database %(alias)r had before a restore that did not "
-                      "finish; drop it once the database is known to be right.") % {"old": name, "alias": self.alias}
-                )
+                self._finish_interrupted_restore(raw, name)
+
+    def _finish_interrupted_restore(self, raw, old: str) -> None:
+        """Finish the steps after the swap of a restore that was killed during them (its journal says which)."""
+        journal = self._query(raw, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                                   "AND TABLE_NAME = %s", [old, JOURNAL.strip("`")])[0][0]
+        if journal:
+            try:
+                _finish(raw, old, self.connection.Database.Error)
+                logger.warning(_("Finished the restore of database %(alias)r that was stopped after its tables were "
+                                 "swapped in.") % {"alias": self.alias})
+                return
+            except self.connection.Database.Error as exc:
+                reason = exc.args[-1] if exc.args else exc
+        else:
+            reason = _("its safety backup was put back")
+        # Only a person can tell whether the tables the database had before are still wanted.
+        logger.warning(
+            _("Database %(old)s holds the tables database %(alias)r had before a restore that did not finish "
+              "(%(reason)s); drop it once the database is known to be right.")
+            % {"old": old, "alias": self.alias, "reason": reason}
+        )
 
     def _scratch_prefix(self) -> str:
         return self.database[:40]
@@ -347,10 +366,12 @@ class _Restore:
                 if not swapped:
                     self._drop(self.scratch, self.old)
             try:
-                self._replace_other_objects()
-                self._drop(self.old, self.scratch)
+                _finish(self.raw, self.old, self.error)
             except self.error as exc:
-                self._drop(self.scratch)  # the old tables stay, the caller puts the safety backup back
+                # The old tables stay for inspection; without the journal no one finishes this restore
+                # over the safety backup that the caller now puts back.
+                self.sql(f"DROP TABLE IF EXISTS {quote_name(self.old)}.{JOURNAL}")
+                self._drop(self.scratch)
                 raise RestoreIncomplete(
                     _("The restored tables of database %(alias)r are in place, but replacing its views, triggers, "
                       "routines and events failed (%(reason)s); the tables it had before are kept in database %(old)s.")
@@ -523,6 +544,7 @@ class _Restore:
         live, scratch, old = quote_name(self.live), quote_name(self.scratch), quote_name(self.old)
         self.sql(f"SET SESSION lock_wait_timeout = {self.lock_timeout}")
         self.sql(f"CREATE DATABASE {old} {self.create_database}")
+        self._write_journal()
         if self.terminate_sessions:
             self._terminate_sessions()
         renames = [f"{live}.{quote_name(name)} TO {old}.{quote_name(name)}" for name in self.live_tables]
@@ -563,76 +585,122 @@ class _Restore:
                 with contextlib.suppress(self.error):  # it may have ended by itself meanwhile
                     self.sql(f"KILL CONNECTION {int(session)}")
 
-    # After the swap: short, not atomic. -------------------------------------------------
+    # After the swap: short, not atomic, journaled. ----------------------------------------
 
-    def _replace_other_objects(self) -> None:
+    def _tail_steps(self) -> list[tuple[str, dict]]:
+        """Return the statements that follow the swap, each with the session settings it needs."""
         live = quote_name(self.live)
-        self._create_views(self.views)
-        self._create_triggers(self.triggers)
-        for kind, name in self.live_routines:
-            self.sql(f"DROP {kind} {live}.{quote_name(name)}")
-        for kind, name, create in self.routines:
-            self._execute_as_created(create[f"Create {kind.title()}"], create)
-        for name in self.live_events:
-            self.sql(f"DROP EVENT {live}.{quote_name(name)}")
+        steps = [(create["Create View"], _session(create)) for _name, create in self.views]
+        steps += [(create["SQL Original Statement"], _session(create)) for _name, create in self.triggers]
+        steps += [(f"DROP {kind} IF EXISTS {live}.{quote_name(name)}", {}) for kind, name in self.live_routines]
+        steps += [(create[f"Create {kind.title()}"], _session(create)) for kind, _name, create in self.routines]
+        steps += [(f"DROP EVENT IF EXISTS {live}.{quote_name(name)}", {}) for name in self.live_events]
         for name, status, create in self.events:
-            self._execute_as_created(create["Create Event"], create)
+            steps.append((create["Create Event"], _session(create)))
             if status == "ENABLED":
-                self.sql(f"ALTER EVENT {live}.{quote_name(name)} ENABLE")
+                steps.append((f"ALTER EVENT {live}.{quote_name(name)} ENABLE", {}))
         scratch_prefix = f"nextval({quote_name(self.scratch)}."
         for table, column, default in self.sequence_defaults:
             default = default.replace(scratch_prefix, f"nextval({live}.")
-            self.sql(f"ALTER TABLE {live}.{quote_name(table)} ALTER COLUMN {quote_name(column)} SET DEFAULT {default}")
-        self._repoint_kept_keys()
-
-    def _repoint_kept_keys(self) -> None:
-        live = quote_name(self.live)
+            steps.append((f"ALTER TABLE {live}.{quote_name(table)} ALTER COLUMN {quote_name(column)} "
+                          f"SET DEFAULT {default}", {}))
         for table, constraint, column, ref_table, ref_column, on_update, on_delete in self.kept_keys:
             table, column, ref_table, ref_column = map(quote_name, (table, column, ref_table, ref_column))
-            # References to rows that the restored data lacks become NULL before the key is pointed back.
-            self.sql(f"UPDATE {live}.{table} SET {column} = NULL WHERE {column} IS NOT NULL AND {column} NOT IN "
-                     f"(SELECT {ref_column} FROM {live}.{ref_table})")
-            # Two statements: MariaDB refuses to drop and add a key of the same name in one (errno 121).
+            # References to rows that the restored data lacks become NULL, then the key is pointed back, in
+            # two statements: MariaDB refuses to drop and add a key of the same name in one (errno 121).
             # The rows were just checked, so the new key need not check them again (nor copy the table).
-            self.sql(f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}")
-            self.sql("SET SESSION foreign_key_checks = 0")
-            try:
-                self.sql(f"ALTER TABLE {live}.{table} ADD CONSTRAINT {quote_name(constraint)} FOREIGN KEY ({column}) "
-                         f"REFERENCES {live}.{ref_table} ({ref_column}) ON UPDATE {on_update} ON DELETE {on_delete}")
-            finally:
-                self.sql("SET SESSION foreign_key_checks = 1")
+            steps += [
+                (f"UPDATE {live}.{table} SET {column} = NULL WHERE {column} IS NOT NULL AND {column} NOT IN "
+                 f"(SELECT {ref_column} FROM {live}.{ref_table})", {}),
+                (f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}", {}),
+                (f"ALTER TABLE {live}.{table} ADD CONSTRAINT {quote_name(constraint)} FOREIGN KEY ({column}) "
+                 f"REFERENCES {live}.{ref_table} ({ref_column}) ON UPDATE {on_update} ON DELETE {on_delete}",
+                 {"foreign_key_checks": 0}),
+            ]
+        return steps
 
-    def _execute_as_created(self, statement: str, create: dict) -> None:
-        """Run a CREATE statement under the SQL mode and character set its object was created with."""
-        self.sql("SET @saved_sql_mode = @@sql_mode, @saved_time_zone = @@time_zone")
-        try:
-            if create.get("sql_mode") is not None:
-                self.sql("SET SESSION sql_mode = %s", [create["sql_mode"]])
-            if create.get("time_zone"):
-                self.sql("SET SESSION time_zone = %s", [create["time_zone"]])
-            if create.get("character_set_client"):
-                self.sql("SET SESSION character_set_client = %s, collation_connection = %s",
-                         [create["character_set_client"], create["collation_connection"]])
-            self.sql(statement)
-        finally:
-            self.sql("SET SESSION sql_mode = @saved_sql_mode, time_zone = @saved_time_zone, "
-                     "character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci")
+    def _write_journal(self) -> None:
+        """Keep the steps after the swap in the old tables' database, so that a lock holder can finish them."""
+        self.sql(f"CREATE TABLE {quote_name(self.old)}.{JOURNAL} "
+                 "(step int PRIMARY KEY, statement longtext NOT NULL, session longtext NOT NULL)")
+        with self.raw.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {quote_name(self.old)}.{JOURNAL} VALUES (%s, %s, %s)",
+                [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(self._tail_steps())],
+            )
 
     def _create_views(self, views: list[tuple[str, dict]]) -> None:
-        # A view may select from another: create those whose dependencies exist, until none is left.
-        pending = list(views)
-        while pending:
-            failed, last_error = [], None
-            for name, create in pending:
-                try:
-                    self._execute_as_created(create["Create View"], create)
-                except self.error as exc:
-                    failed.append((name, create))
-                    last_error = exc
-            if len(failed) == len(pending):
-                raise last_error
-            pending = failed
+        _run_steps(self.raw, [(create["Create View"], _session(create)) for _name, create in views], self.error)
 
     def _create_triggers(self, triggers: list[tuple[str, dict]]) -> None:
-        for _name, create in triggers:
-            self._execute_as_created(create["SQL Original Statement"], create)
+        _run_steps(self.raw, [(create["SQL Original Statement"], _session(create)) for _name, create in triggers],
+                   self.error)
+
+
+def _session(create: dict) -> dict:
+    """Return the session settings a SHOW CREATE row says its object was created under."""
+    keys = ("sql_mode", "time_zone", "character_set_client", "collation_connection")
+    return {key: create[key] for key in keys if create.get(key) is not None}
+
+
+def _execute(raw, statement: str, session: dict) -> None:
+    """Run a statement under the given session settings, then put the session back as it was."""
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, "
+                       "@@foreign_key_checks")
+        saved = cursor.fetchone()
+        try:
+            for key, value in session.items():
+                cursor.execute(f"SET SESSION {key} = %s", [value])
+            cursor.execute(statement)
+        finally:
+            cursor.execute("SET SESSION sql_mode = %s, time_zone = %s, character_set_client = %s, "
+                           "collation_connection = %s, foreign_key_checks = %s", saved)
+
+
+def _already_done(exc: Exception) -> bool:
+    """Whether a step failed only because an earlier, interrupted run of it had succeeded."""
+    code, message = (exc.args + (0, ""))[:2]
+    # Table or view, procedure or function, trigger, event exists; key to drop is gone; key to add exists.
+    return code in (1050, 1304, 1359, 1537, 1091, 1826) or (code == 1005 and "errno: 121" in str(message))
+
+
+def _run_steps(raw, steps: list[tuple[str, dict]], error: type[Exception], done=None) -> None:
+    """Run steps in order; a step that fails (a view over a view not made yet) is retried after the others,
+    as long as each pass makes progress. `done(index)` is called after each one that succeeded."""
+    pending = list(enumerate(steps))
+    while pending:
+        failed, last_error = [], None
+        for index, (statement, session) in pending:
+            try:
+                _execute(raw, statement, session)
+            except error as exc:
+                if not _already_done(exc):
+                    failed.append((index, (statement, session)))
+                    last_error = exc
+                    continue
+            if done:
+                done(index)
+        if len(failed) == len(pending):
+            raise last_error
+        pending = failed
+
+
+def _finish(raw, old: str, error: type[Exception]) -> None:
+    """Run the journaled steps after a swap that are not done yet, then drop the scratch databases."""
+    journal = f"{quote_name(old)}.{JOURNAL}"
+    with raw.cursor() as cursor:
+        cursor.execute(f"SELECT step, statement, session FROM {journal} ORDER BY step")
+        rows = cursor.fetchall()
+    steps = [(statement, json.loads(session)) for _step, statement, session in rows]
+
+    def done(index: int) -> None:
+        with raw.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {journal} WHERE step = %s", [rows[index][0]])
+
+    _run_steps(raw, steps, error, done)
+    with raw.cursor() as cursor:
+        cursor.execute("SET SESSION foreign_key_checks = 0")
+        for database in (old, old.replace(OLD_MARK, SCRATCH_MARK, 1)):
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote_name(database)}")
+        cursor.execute("SET SESSION foreign_key_checks = 1")
