@@ -478,3 +478,44 @@ def test_mariadb_benchmark_smoke_run_completes_every_step():
     for operation in ("mariadb-dump | zstd", "project backup", "mariadb < dump", "project restore (empty db)",
                       "project restore (over existing)"):
         assert summary[operation]["median_s"] > 0, operation
+
+
+def test_restore_killed_after_its_swap_is_finished_by_the_next_operation(shop, backup_dir, caplog):
+    import signal
+
+    from .conftest import manage
+
+    # Many views make the steps after the swap last long enough to be killed in the middle of them.
+    mariadb("".join(f"CREATE VIEW orders_above_{n} AS SELECT id FROM orders WHERE id > {n};" for n in range(600)))
+    before = fingerprint()
+    job = services.create_backup(database=shop, compression="none")
+    mariadb("DELETE FROM orders WHERE id < 1000; CREATE TABLE created_after (id int); DROP VIEW orders_above_599")
+    name = connections["mariadb"].settings_dict["NAME"]
+    watcher = connect()
+    cursor = watcher.cursor()
+
+    child = manage(backup_dir, "backup_restore", str(job.pk), "--no-input", "--no-safety-backup")
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the swap has happened: the table made after the backup is gone
+            cursor.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                           "AND TABLE_NAME = 'created_after'", [name])
+            if cursor.fetchone()[0] == 0:
+                break
+            assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    (old,) = databases_like(name + "__o")
+    cursor.execute(f"SELECT COUNT(*) FROM `{old}`.backups_restore_journal")
+    assert cursor.fetchone()[0] > 0  # killed with steps left: some views are still missing
+    watcher.close()
+
+    services.create_backup(database=shop)  # takes the lock, so finishes the restore first
+
+    assert fingerprint() == before
+    assert databases_like(name + "__") == []
+    assert "Finished the restore of database 'mariadb'" in caplog.text

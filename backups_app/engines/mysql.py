@@ -275,8 +275,8 @@ class MySQLEngine(Engine):
         scratch = re.compile(re.escape(self._scratch_prefix() + SCRATCH_MARK) + "[0-9a-f]{8}")
         old = re.compile(re.escape(self._scratch_prefix() + OLD_MARK) + "[0-9a-f]{8}")
         for (name,) in self._query(raw, "SHOW DATABASES"):
-            if scratch.fullmatch(name):
-                self._query(raw, f"DROP DATABASE {quote_name(name)}")
+            if scratch.fullmatch(name):  # (finishing a restore below drops its scratch database too)
+                self._query(raw, f"DROP DATABASE IF EXISTS {quote_name(name)}")
             elif old.fullmatch(name):
                 self._finish_interrupted_restore(raw, name)
 
