@@ -40,8 +40,10 @@ TRAILER = b"-- Dump completed"
 # A restore's scratch databases: "<live>__r<token>" receives the archive, "<live>__o<token>" the old tables.
 SCRATCH_MARK = "__r"
 OLD_MARK = "__o"
-# In the old tables' database: the statements still to run after the swap (see _finish).
+# In the old tables' database: the statements still to run after the swap, which moves the journal there
+# (see _finish), and those that put back the live views and triggers dropped just before it.
 JOURNAL = "`backups_restore_journal`"
+UNDO = "`backups_restore_undo`"
 DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
 OTHER_DATABASE = re.compile(rb"(?:/\*!\d+ )?(?:USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA)\b", re.I)
 SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
@@ -167,16 +169,22 @@ class MySQLEngine(Engine):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         raw = self._connect()
+        # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
+        name = f"django-backups:{self.database}"[:64]
         try:
-            # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
-            name = f"django-backups:{self.database}"[:64]
             (acquired,) = self._query(raw, "SELECT GET_LOCK(%s, 0)", [name])[0]
             if not acquired:
                 raise DatabaseBusy(self.alias)
-            self._lock_connection_id = raw.thread_id()
-            # Whoever holds the lock may drop what an interrupted restore left behind.
-            self._drop_scratch_databases(raw)
-            yield
+            try:
+                self._lock_connection_id = raw.thread_id()
+                # Whoever holds the lock may clean up after a restore that was stopped.
+                self._drop_scratch_databases(raw)
+                yield
+            finally:
+                # Released by a statement, not only by closing: the server ends a closed session a moment
+                # later, and an operation started right after this one would find the lock still taken.
+                with contextlib.suppress(self.connection.Database.Error):
+                    self._query(raw, "SELECT RELEASE_LOCK(%s)", [name])
         finally:
             raw.close()
 
@@ -281,14 +289,21 @@ class MySQLEngine(Engine):
                 self._finish_interrupted_restore(raw, name)
 
     def _finish_interrupted_restore(self, raw, old: str) -> None:
-        """Finish the steps after the swap of a restore that was killed during them (its journal says which)."""
-        journal = self._query(raw, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                                   "AND TABLE_NAME = %s", [old, JOURNAL.strip("`")])[0][0]
-        if journal:
+        """Finish the restore that made `old` and was killed: the steps after its swap if it happened, else
+        put back the views and triggers it dropped just before."""
+        tables = {name for (name,) in self._query(
+            raw, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", [old])}
+        if JOURNAL.strip("`") in tables or (UNDO.strip("`") in tables and len(tables) == 1):
+            steps_table = JOURNAL if JOURNAL.strip("`") in tables else UNDO
             try:
-                _finish(raw, old, self.connection.Database.Error)
-                logger.warning(_("Finished the restore of database %(alias)r that was stopped after its tables were "
-                                 "swapped in.") % {"alias": self.alias})
+                _finish(raw, old, self.connection.Database.Error, steps_table)
+                if steps_table == JOURNAL:
+                    message = _("Finished the restore of database %(alias)r that was stopped after its tables were "
+                                "swapped in.")
+                else:
+                    message = _("Put back the views and triggers of database %(alias)r that a restore stopped "
+                                "before its swap had dropped.")
+                logger.warning(message % {"alias": self.alias})
                 return
             except self.connection.Database.Error as exc:
                 reason = exc.args[-1] if exc.args else exc
@@ -349,9 +364,9 @@ class _Restore:
                 "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
                 "WHERE SCHEMA_NAME = %s", [self.live])
             self.create_database = f"CHARACTER SET {charset} COLLATE {collation}"
-            self.sql(f"CREATE DATABASE {quote_name(self.scratch)} {self.create_database}")
             swapped = False
             try:
+                self.sql(f"CREATE DATABASE {quote_name(self.scratch)} {self.create_database}")
                 self._load(source)
                 self._read_restored_objects()
                 self._read_live_objects()
@@ -370,7 +385,7 @@ class _Restore:
             except self.error as exc:
                 # The old tables stay for inspection; without the journal no one finishes this restore
                 # over the safety backup that the caller now puts back.
-                self.sql(f"DROP TABLE IF EXISTS {quote_name(self.old)}.{JOURNAL}")
+                self.sql(f"DROP TABLE IF EXISTS {quote_name(self.old)}.{JOURNAL}, {quote_name(self.old)}.{UNDO}")
                 self._drop(self.scratch)
                 raise RestoreIncomplete(
                     _("The restored tables of database %(alias)r are in place, but replacing its views, triggers, "
@@ -544,28 +559,28 @@ class _Restore:
         live, scratch, old = quote_name(self.live), quote_name(self.scratch), quote_name(self.old)
         self.sql(f"SET SESSION lock_wait_timeout = {self.lock_timeout}")
         self.sql(f"CREATE DATABASE {old} {self.create_database}")
-        self._write_journal()
+        # Views cannot move to another database (ERROR 1450), tables with triggers neither (ERROR 1435):
+        # the live ones are dropped just before the swap, and put back if it does not happen. Both ways
+        # are written down first, for whoever takes the lock next if this process is killed: the journal
+        # of the steps after the swap moves into the old tables' database with the swap itself.
+        undo = [(create["Create View"], _session(create)) for _name, create in self.live_views]
+        undo += [(create["SQL Original Statement"], _session(create)) for _name, create in self.live_triggers]
+        self._write_steps(f"{old}.{UNDO}", undo)
+        self._write_steps(f"{scratch}.{JOURNAL}", self._tail_steps())
         if self.terminate_sessions:
             self._terminate_sessions()
         renames = [f"{live}.{quote_name(name)} TO {old}.{quote_name(name)}" for name in self.live_tables]
         renames += [f"{scratch}.{quote_name(name)} TO {live}.{quote_name(name)}" for name in self.tables]
-        # Views cannot move to another database (ERROR 1450), tables with triggers neither (ERROR 1435):
-        # both are dropped just before the swap, and put back if it fails.
-        dropped_views, dropped_triggers = [], []
+        renames.append(f"{scratch}.{JOURNAL} TO {old}.{JOURNAL}")
         try:
-            for name, create in self.live_triggers:
+            for name, _create in self.live_triggers:
                 self.sql(f"DROP TRIGGER {live}.{quote_name(name)}")
-                dropped_triggers.append((name, create))
-            for name, create in self.live_views:
+            for name, _create in self.live_views:
                 self.sql(f"DROP VIEW {live}.{quote_name(name)}")
-                dropped_views.append((name, create))
-            if renames:
-                self.sql("RENAME TABLE " + ", ".join(renames))
+            self.sql("RENAME TABLE " + ", ".join(renames))
         except self.error as exc:
             with contextlib.suppress(self.error):
-                self._create_views(dropped_views)
-            with contextlib.suppress(self.error):
-                self._create_triggers(dropped_triggers)
+                _run_steps(self.raw, undo, self.error)
             if exc.args and exc.args[0] == 1205:  # lock wait timeout
                 raise BackupError(
                     _("Other sessions held locks on database %(alias)r for more than %(seconds)s s, so nothing was "
@@ -619,22 +634,11 @@ class _Restore:
             ]
         return steps
 
-    def _write_journal(self) -> None:
-        """Keep the steps after the swap in the old tables' database, so that a lock holder can finish them."""
-        self.sql(f"CREATE TABLE {quote_name(self.old)}.{JOURNAL} "
-                 "(step int PRIMARY KEY, statement longtext NOT NULL, session longtext NOT NULL)")
+    def _write_steps(self, table: str, steps: list[tuple[str, dict]]) -> None:
+        self.sql(f"CREATE TABLE {table} (step int PRIMARY KEY, statement longtext NOT NULL, session longtext NOT NULL)")
         with self.raw.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {quote_name(self.old)}.{JOURNAL} VALUES (%s, %s, %s)",
-                [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(self._tail_steps())],
-            )
-
-    def _create_views(self, views: list[tuple[str, dict]]) -> None:
-        _run_steps(self.raw, [(create["Create View"], _session(create)) for _name, create in views], self.error)
-
-    def _create_triggers(self, triggers: list[tuple[str, dict]]) -> None:
-        _run_steps(self.raw, [(create["SQL Original Statement"], _session(create)) for _name, create in triggers],
-                   self.error)
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)",
+                               [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)])
 
 
 def _session(create: dict) -> dict:
@@ -686,9 +690,10 @@ def _run_steps(raw, steps: list[tuple[str, dict]], error: type[Exception], done=
         pending = failed
 
 
-def _finish(raw, old: str, error: type[Exception]) -> None:
-    """Run the journaled steps after a swap that are not done yet, then drop the scratch databases."""
-    journal = f"{quote_name(old)}.{JOURNAL}"
+def _finish(raw, old: str, error: type[Exception], steps_table: str = JOURNAL) -> None:
+    """Run the written-down steps that are not done yet (after the swap: the journal; when it did not happen:
+    the undo of the drops before it), then drop the restore's scratch databases."""
+    journal = f"{quote_name(old)}.{steps_table}"
     with raw.cursor() as cursor:
         cursor.execute(f"SELECT step, statement, session FROM {journal} ORDER BY step")
         rows = cursor.fetchall()
