@@ -519,3 +519,57 @@ def test_restore_killed_after_its_swap_is_finished_by_the_next_operation(shop, b
     assert fingerprint() == before
     assert databases_like(name + "__") == []
     assert "Finished the restore of database 'mariadb'" in caplog.text
+
+
+def test_restore_killed_while_its_swap_waits_is_undone_by_the_next_operation(shop, backup_dir, caplog):
+    """Killed after dropping the live views and triggers (which cannot move) while its RENAME TABLE waits for
+    another session's lock, which outlasts BACKUP_LOCK_TIMEOUT: the next operation puts them back.
+    (Had the lock been released in time, the server would have finished the RENAME without its client,
+    and the next operation would have finished the restore instead, from the journal.)"""
+    import signal
+    import sys
+
+    job = services.create_backup(database=shop)
+    mariadb("DELETE FROM orders WHERE id < 1000; CREATE TABLE created_after (id int)")
+    before = fingerprint()
+    holder = connect()
+    holder.cursor().execute("BEGIN")
+    holder.cursor().execute("SELECT COUNT(*) FROM product")  # the RENAME waits for this transaction
+    watcher = connect()
+    cursor = watcher.cursor()
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "backup_restore", str(job.pk), "--no-input", "--no-safety-backup"],
+        env={**child_env(backup_dir), "BACKUP_LOCK_TIMEOUT": "3"}, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'RENAME TABLE%%' "
+                           "AND STATE LIKE 'Waiting for table metadata lock%%'")
+            if cursor.fetchone()[0]:
+                break
+            assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # The server runs the RENAME on after its client died, until the lock wait times out.
+        while True:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'RENAME TABLE%%'")
+            if not cursor.fetchone()[0]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        holder.close()
+    assert mariadb("SHOW TRIGGERS").strip() == ""  # dropped for the swap that never came
+
+    services.create_backup(database=shop)
+
+    assert fingerprint() == before
+    assert databases_like(connections["mariadb"].settings_dict["NAME"] + "__") == []
+    assert "Put back the views and triggers of database 'mariadb'" in caplog.text
+    watcher.close()
