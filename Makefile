@@ -8,6 +8,7 @@ PORT ?= 8000
 .PHONY: run test install system-deps bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	scripts/build-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -26,11 +27,11 @@ run: install .env
 	$(PY) manage.py create_local_admin --url http://$(HOST):$(PORT)/admin/
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-# Installs what the tests need (system packages, PostgreSQL running) and runs the whole suite.
+# Installs what the tests need (system packages, PostgreSQL and MariaDB running) and runs the whole suite.
 system-deps:
 	scripts/test-services.sh
 
-test: install system-deps
+test: system-deps install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
