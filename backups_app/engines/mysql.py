@@ -1,14 +1,20 @@
 """MariaDB and MySQL: `mariadb-dump` (or `mysqldump`) SQL out; a scratch database and one RENAME TABLE back.
 
-MariaDB DDL is not transactional, so the restore never touches the live database until the very
-end: it loads the archive into a scratch database on the same server, reads back from it the
-definitions of its views, triggers, routines and events, and then moves every table in one
-`RENAME TABLE` statement, which is atomic across databases (the live tables go to a second
-scratch database, the restored ones take their place). Only then come the short, non-atomic
-steps: the views, triggers, routines and events are replaced, defaults naming a sequence are
-pointed at the live database, the kept catalog's foreign keys are pointed back at the live
-tables, and the two scratch databases are dropped. A failure there raises RestoreIncomplete,
-after which the caller puts the safety backup back.
+MariaDB DDL is not transactional, so the restore leaves the live database alone until the very end.
+It loads the archive into a scratch database `<db>__r<token>` on the same server, checks that the
+archive ended with mariadb-dump's trailer, and reads back from the scratch database the definitions
+of its views, triggers, routines and events. Then one `RENAME TABLE` statement, atomic across
+databases, moves every live table to `<db>__o<token>` and every restored one into the live
+database (views and tables with triggers cannot move: the live ones are dropped just before). After
+it come short, non-atomic steps: views, triggers, routines and events are replaced, defaults that
+name a sequence are pointed at the live database, the kept catalog's foreign keys are pointed back
+at the restored tables, and both scratch databases are dropped.
+
+Every step after the swap is written down first, in a journal that the RENAME itself moves into
+`<db>__o<token>`, and so are the live views and triggers dropped before it: whoever takes the
+database's lock next (any backup or restore) finishes the steps of a restore killed after its swap,
+or puts back what one killed before it dropped. A step that fails raises RestoreIncomplete, and
+the caller puts the safety backup back.
 
 The kept tables (the backup catalog) never move: the archive's copies are dropped in the scratch
 database, so every row written to the catalog during the restore stays.
@@ -135,8 +141,8 @@ class MySQLEngine(Engine):
             return self.connection.Database.connect(**params)
         except (DatabaseError, self.connection.Database.Error) as exc:
             raise BackupError(
-                _("Cannot connect to database %(alias)r: %(reason)s. Check that the server is running and the URL is right.")
-                % {"alias": self.alias, "reason": str(exc).strip().splitlines()[0]}
+                _("Cannot connect to database %(alias)r: %(reason)s. Check that the server is running and the URL "
+                  "is right.") % {"alias": self.alias, "reason": str(exc).strip().splitlines()[0]}
             ) from exc
 
     def _is_mariadb(self, raw) -> bool:
@@ -205,7 +211,8 @@ class MySQLEngine(Engine):
             output = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout
         except FileNotFoundError as exc:
             raise BackupError(
-                _("%(tool)s is not installed or not on PATH; install the MariaDB or MySQL client tools.") % {"tool": tool}
+                _("%(tool)s is not installed or not on PATH; install the MariaDB or MySQL client tools.")
+                % {"tool": tool}
             ) from exc
         return ServerInfo(server_version=server_version, tool_version=output.strip()[:100])
 
@@ -448,7 +455,8 @@ class _Restore:
         if rewrite_definers:
             logger.warning(
                 _("The user of database %(alias)r may not create objects for other users, so the restored views, "
-                  "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).") % {"alias": self.engine.alias}
+                  "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).")
+                % {"alias": self.engine.alias}
             )
 
     @staticmethod
@@ -511,7 +519,8 @@ class _Restore:
         self.sequence_defaults = self.sql(
             "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_DEFAULT FROM information_schema.COLUMNS c "
             "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
-            "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' AND c.COLUMN_DEFAULT LIKE 'nextval(%%'", [scratch])
+            "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' AND c.COLUMN_DEFAULT LIKE 'nextval(%%'",
+            [scratch])
         # Tables with triggers cannot move to another database (ERROR 1435); the definitions are read above.
         for name, _create in self.triggers:
             self.sql(f"DROP TRIGGER {quote_name(scratch)}.{quote_name(name)}")
@@ -637,8 +646,8 @@ class _Restore:
     def _write_steps(self, table: str, steps: list[tuple[str, dict]]) -> None:
         self.sql(f"CREATE TABLE {table} (step int PRIMARY KEY, statement longtext NOT NULL, session longtext NOT NULL)")
         with self.raw.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)",
-                               [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)])
+            rows = [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)]
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
 
 
 def _session(create: dict) -> dict:
