@@ -28,6 +28,9 @@ DATABASES["mariadb"] = env.db_url_config(
     os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/backups_mariadb")
 )
 DATABASES["mariadb"]["TEST"] = {"NAME": os.environ.get("TEST_MARIADB_NAME", f"test_backups_mariadb_{RUN_ID}")}
+# A second database on that server, for restores into another database than the backup's.
+DATABASES["mariadb_copy"] = {**DATABASES["mariadb"], "NAME": "backups_mariadb_copy",
+                             "TEST": {"NAME": f"test_backups_mariadb_copy_{RUN_ID}"}}
 DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
 # Child processes started by a test (manage.py, cron) get the test's databases and storage through

@@ -573,3 +573,21 @@ def test_restore_killed_while_its_swap_waits_is_undone_by_the_next_operation(sho
     assert databases_like(connections["mariadb"].settings_dict["NAME"] + "__") == []
     assert "Put back the views and triggers of database 'mariadb'" in caplog.text
     watcher.close()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "mariadb", "mariadb_copy"])
+def test_restore_into_another_database_of_another_name(shop):
+    """The archive names no database (a sequence default, which does, is rewritten on the way in)."""
+    source, copy = (connections[alias].settings_dict["NAME"] for alias in ("mariadb", "mariadb_copy"))
+    job = services.create_backup(database=shop)
+
+    services.restore_backup(backup=job, database="mariadb_copy", safety_backup=False)
+
+    def without_name(fingerprint: dict, name: str) -> dict:
+        return {key: repr(value).replace(name, "<db>") for key, value in fingerprint.items()}
+
+    assert without_name(fingerprint(copy), copy) == without_name(fingerprint(source), source)
+    assert f"nextval(`{copy}`.`invoice_numbers`)" in mariadb("SHOW CREATE TABLE orders", database=copy)
+    mariadb("INSERT INTO orders (customer_id) VALUES (1)", database=copy)  # the default works there
+    for leftover in databases_like(copy + "__"):
+        mariadb(f"DROP DATABASE `{leftover}`", database="mysql")
