@@ -591,3 +591,9 @@ def test_restore_into_another_database_of_another_name(shop):
     mariadb("INSERT INTO orders (customer_id) VALUES (1)", database=copy)  # the default works there
     for leftover in databases_like(copy + "__"):
         mariadb(f"DROP DATABASE `{leftover}`", database="mysql")
+
+
+def test_backup_warns_about_tables_outside_the_snapshot(shop, caplog):
+    services.create_backup(database=shop)
+    assert ("has tables that the consistent snapshot does not cover (only InnoDB tables are dumped as of one "
+            "instant): search_words (MyISAM)") in caplog.text
