@@ -1,6 +1,7 @@
 """Backups and restores of a real MariaDB database (tests/fixtures/mariadb/shop.sql)."""
 
 import hashlib
+import io
 import os
 import subprocess
 import time
@@ -158,7 +159,7 @@ def test_password_is_never_on_a_command_line(shop, settings):
     mariadb(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; CREATE USER '{user}'@'localhost' IDENTIFIED BY "
             f"'{password}'; GRANT ALL ON *.* TO '{user}'@'%' WITH GRANT OPTION; "
             f"GRANT ALL ON *.* TO '{user}'@'localhost' WITH GRANT OPTION", database="mysql")
-    seen, stop = [], False
+    seen, environments, stop = [], [], False
 
     def watch():
         while not stop:
@@ -166,6 +167,8 @@ def test_password_is_never_on_a_command_line(shop, settings):
                 if pid.isdigit():
                     try:
                         seen.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+                        if seen[-1].startswith((b"mariadb-dump\0", b"mariadb\0")):
+                            environments.append(Path(f"/proc/{pid}/environ").read_bytes())
                     except OSError:
                         pass
 
@@ -187,6 +190,9 @@ def test_password_is_never_on_a_command_line(shop, settings):
     assert any(b"mariadb-dump" in line for line in seen)
     assert any(line.startswith(b"mariadb\0") for line in seen)
     assert not [line for line in seen if password.encode() in line]
+    # The tools get the password in their environment, and none of the application's secrets.
+    assert environments and all(f"MYSQL_PWD={password}".encode() in env for env in environments)
+    assert not [env for env in environments if b"DJANGO_SECRET_KEY" in env or b"DATABASE_URL" in env]
 
 
 def test_truncated_archive_is_refused_before_anything_changes(shop, backup_dir):
@@ -205,6 +211,17 @@ def test_truncated_archive_is_refused_before_anything_changes(shop, backup_dir):
 
     assert fingerprint() == before
     assert databases_like(connections["mariadb"].settings_dict["NAME"] + "__") == []
+
+
+def test_check_archive_reads_a_whole_archive_and_refuses_a_cut_one(shop, backup_dir):
+    from backups_app.engines.mysql import MySQLEngine
+
+    job = services.create_backup(database=shop, compression="none")
+    data = (backup_dir / job.file_name).read_bytes()
+
+    MySQLEngine.check_archive(io.BytesIO(data))
+    with pytest.raises(BackupError, match="ends before its \"-- Dump completed\" line: it is truncated"):
+        MySQLEngine.check_archive(io.BytesIO(data[: data.index(b"INSERT INTO `product`")]))
 
 
 def test_failing_statement_in_the_archive_leaves_database_unchanged(shop, backup_dir):

@@ -162,7 +162,11 @@ class MySQLEngine(Engine):
         }
         args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, [])
         # A --defaults-file option must come first, which settings_to_cmd_args_env already ensures.
-        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**os.environ, **(env or {})}
+        # The tool gets what a client needs from this process's environment, not the application's
+        # secrets (DJANGO_SECRET_KEY, other databases' URLs).
+        needed = {name: value for name, value in os.environ.items()
+                  if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith("LC_")}
+        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**needed, **(env or {})}
 
     def identity(self) -> tuple:
         # The server instance (its host and data directory) and the database's name in it.
@@ -283,6 +287,12 @@ class MySQLEngine(Engine):
                 tables.append(name.replace(b"``", b"`").decode("utf-8", "replace"))
         return sorted(tables)
 
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        """Read the whole archive as a restore would, writing nothing: it must end with the dump's trailer."""
+        for _line in _checked_lines(source):
+            pass
+
     # Restore ---------------------------------------------------------------------------
 
     def _drop_scratch_databases(self, raw) -> None:
@@ -345,6 +355,23 @@ def _lines(source: BinaryIO) -> Iterator[bytes]:
         pending.append(chunk[start:])
     if any(pending):
         yield b"".join(pending)
+
+
+def _checked_lines(source: BinaryIO) -> Iterator[bytes]:
+    """Yield an archive's lines; raise BackupError when it switches database or ends before its trailer."""
+    last = b""
+    for line in _lines(source):
+        if not line.startswith((b"(", b"INSERT INTO ")) and OTHER_DATABASE.match(line):
+            # Only in a dump made elsewhere: it would make the client write outside the scratch database.
+            raise BackupError(_("The archive switches to or creates another database (%(line)s); only dumps of "
+                                "one database, made without --databases, can be restored.")
+                              % {"line": line[:60].decode("utf-8", "replace").strip()})
+        if line.strip():
+            last = line
+        yield line
+    if last.rstrip() != TRAILER:
+        # The client exits 0 on a dump cut at a statement boundary: only the trailer proves it is whole.
+        raise BackupError(_("The archive ends before its \"-- Dump completed\" line: it is truncated."))
 
 
 class _Restore:
@@ -426,11 +453,8 @@ class _Restore:
         options = ["--skip-print-query-on-error"] if client == "mariadb" else []
         args, env = self.engine._command(client, options, self.scratch)
         errors: list[BaseException] = []
-        last_line: list[bytes] = [b""]
         with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
-            feeder = threading.Thread(
-                target=self._feed, args=(source, process.stdin, errors, last_line, rewrite_definers)
-            )
+            feeder = threading.Thread(target=self._feed, args=(source, process.stdin, errors, rewrite_definers))
             feeder.start()
             try:
                 feeder.join()
@@ -444,14 +468,11 @@ class _Restore:
                 )
         if errors:
             if isinstance(errors[0], BackupError):
-                raise errors[0]
+                raise BackupError(_("%(reason)s Nothing was restored, the database is unchanged.")
+                                  % {"reason": errors[0]}) from errors[0]
             raise BackupError(
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
             ) from errors[0]
-        if last_line[0].rstrip() != TRAILER:
-            # The client exits 0 on a dump cut at a statement boundary: only the trailer proves it is whole.
-            raise BackupError(_("The archive ends before its \"-- Dump completed\" line; it is truncated. "
-                                "Nothing was restored."))
         if rewrite_definers:
             logger.warning(
                 _("The user of database %(alias)r may not create objects for other users, so the restored views, "
@@ -460,18 +481,11 @@ class _Restore:
             )
 
     @staticmethod
-    def _feed(source, target, errors, last_line, rewrite_definers: bool) -> None:
+    def _feed(source, target, errors, rewrite_definers: bool) -> None:
         """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
         try:
-            for line in _lines(source):
-                if line.strip():
-                    last_line[0] = line
+            for line in _checked_lines(source):
                 if not line.startswith((b"(", b"INSERT INTO ")):
-                    if OTHER_DATABASE.match(line):
-                        # Only in a dump made elsewhere: it would make the client write outside the scratch database.
-                        raise BackupError(_("The archive switches to or creates another database (%(line)s); only "
-                                            "dumps of one database, made without --databases, can be restored.")
-                                          % {"line": line[:60].decode("utf-8", "replace").strip()})
                     if line.startswith(b"  `") and b"nextval(`" in line:
                         # A sequence default names the dump's database; inside the scratch one, name none.
                         line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
