@@ -52,6 +52,10 @@ JOURNAL = "`backups_restore_journal`"
 UNDO = "`backups_restore_undo`"
 DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
 OTHER_DATABASE = re.compile(rb"(?:/\*!\d+ )?(?:USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA)\b", re.I)
+# An enabled event's CREATE line in a dump: its name, and its status keyword (after ON COMPLETION, before DO).
+EVENT_ENABLED = re.compile(
+    rb"(/\*!50106 CREATE\*/ .*?EVENT `((?:[^`]|``)+)` (?:(?! DO ).)*? ON COMPLETION (?:NOT )?PRESERVE )ENABLE\b"
+)
 SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
 
 
@@ -162,11 +166,7 @@ class MySQLEngine(Engine):
         }
         args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, [])
         # A --defaults-file option must come first, which settings_to_cmd_args_env already ensures.
-        # The tool gets what a client needs from this process's environment, not the application's
-        # secrets (DJANGO_SECRET_KEY, other databases' URLs).
-        needed = {name: value for name, value in os.environ.items()
-                  if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith("LC_")}
-        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**needed, **(env or {})}
+        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**_tool_env(), **(env or {})}
 
     def identity(self) -> tuple:
         # The server instance (its host and data directory) and the database's name in it.
@@ -212,7 +212,9 @@ class MySQLEngine(Engine):
         finally:
             raw.close()
         try:
-            output = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(
+                [tool, "--version"], env=_tool_env(), capture_output=True, text=True, check=True
+            ).stdout
         except FileNotFoundError as exc:
             raise BackupError(
                 _("%(tool)s is not installed or not on PATH; install the MariaDB or MySQL client tools.")
@@ -343,6 +345,13 @@ class MySQLEngine(Engine):
         self.connection.close()
 
 
+def _tool_env() -> dict[str, str]:
+    """Return what a client tool needs from this process's environment: not the application's secrets
+    (DJANGO_SECRET_KEY, other databases' URLs)."""
+    return {name: value for name, value in os.environ.items()
+            if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith("LC_")}
+
+
 def _lines(source: BinaryIO) -> Iterator[bytes]:
     """Yield the lines of a stream, each with its newline; a long line (a big BLOB) is joined only once."""
     pending: list[bytes] = []
@@ -454,7 +463,10 @@ class _Restore:
         args, env = self.engine._command(client, options, self.scratch)
         errors: list[BaseException] = []
         with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
-            feeder = threading.Thread(target=self._feed, args=(source, process.stdin, errors, rewrite_definers))
+            self.enabled_events: set[str] = set()
+            feeder = threading.Thread(
+                target=self._feed, args=(source, process.stdin, errors, rewrite_definers, self.enabled_events)
+            )
             feeder.start()
             try:
                 feeder.join()
@@ -481,11 +493,16 @@ class _Restore:
             )
 
     @staticmethod
-    def _feed(source, target, errors, rewrite_definers: bool) -> None:
+    def _feed(source, target, errors, rewrite_definers: bool, enabled_events: set[str]) -> None:
         """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
         try:
             for line in _checked_lines(source):
                 if not line.startswith((b"(", b"INSERT INTO ")):
+                    event = EVENT_ENABLED.match(line)
+                    if event:
+                        # Created disabled, so that it never runs in the scratch database; enabled once in place.
+                        enabled_events.add(event.group(2).replace(b"``", b"`").decode())
+                        line = event.group(1) + b"DISABLE" + line[event.end():]
                     if line.startswith(b"  `") and b"nextval(`" in line:
                         # A sequence default names the dump's database; inside the scratch one, name none.
                         line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
@@ -517,13 +534,12 @@ class _Restore:
         if missing:
             raise BackupError(_("The archive has no table %(table)s, so restoring it would erase the backup catalog; "
                                 "restore it into another database.") % {"table": missing[0]})
-        self.events = []
-        for name, status in self.sql(
-            "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
-            [scratch],
-        ):
-            self.sql(f"ALTER EVENT {quote_name(name)} DISABLE")
-            self.events.append((name, status, self._show_create("EVENT", scratch, name)))
+        self.events = [
+            (name, "ENABLED" if name in self.enabled_events else status, self._show_create("EVENT", scratch, name))
+            for name, status in self.sql(
+                "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
+                [scratch])
+        ]
         self.views = [(name, self._show_create("VIEW", scratch, name)) for (name,) in self.sql(
             "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", [scratch])]
         self.triggers = self._triggers(scratch)
