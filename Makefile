@@ -9,6 +9,7 @@ PORT ?= 8000
 .PHONY: run admin-password test install system-deps bench clean screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
+	scripts/build-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -32,11 +33,11 @@ admin-password: install .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py create_local_admin --reset --url http://$(HOST):$(PORT)/admin/
 
-# Installs what the tests need (system packages, PostgreSQL running) and runs the whole suite.
+# Installs what the tests need (system packages, PostgreSQL and MariaDB running) and runs the whole suite.
 system-deps:
 	scripts/test-services.sh
 
-test: install system-deps
+test: system-deps install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Refresh docs/screenshots from the browser tests (an ordinary run writes them to test-results/).

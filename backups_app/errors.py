@@ -4,3 +4,7 @@ class BackupError(Exception):
 
 class DatabaseBusy(BackupError):
     """Another backup or restore of the same database holds its lock."""
+
+
+class RestoreIncomplete(BackupError):
+    """A restore replaced the tables but failed in a later step: the safety backup must be put back."""

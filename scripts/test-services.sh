@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install and start what the test suite needs on a Debian machine: the PostgreSQL server and client
-# tools, Chromium (browser tests through Playwright), cron (the schedule test) and zstd (the benchmark's
+# Install and start what the test suite needs on a Debian machine: the PostgreSQL and MariaDB servers
+# and client tools (and the headers mysqlclient builds against), Chromium (browser tests through Playwright), cron (the schedule test) and zstd (the benchmark's
 # raw baseline).
 set -euo pipefail
 
 missing=()
 command -v pg_dump >/dev/null || missing+=(postgresql postgresql-client)
+command -v mariadb-dump >/dev/null || missing+=(mariadb-server mariadb-client)
+[ -f /usr/include/mariadb/mysql.h ] || missing+=(libmariadb-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
 [ -x /usr/sbin/cron ] || missing+=(cron)
 command -v zstd >/dev/null || missing+=(zstd)
@@ -30,4 +33,26 @@ if ! pg_isready -q -h "$host" -p "$port"; then
   fi
   for _ in $(seq 1 40); do pg_isready -q -h "$host" -p "$port" && break; sleep 0.25; done
   pg_isready -q -h "$host" -p "$port" || { echo "PostgreSQL is not reachable at $host:$port." >&2; exit 1; }
+fi
+
+# MariaDB at the address the tests use (TEST_MARIADB_URL, default mysql://root@127.0.0.1:3306).
+mhost=${TEST_MYSQL_HOST:-127.0.0.1}
+mport=${TEST_MYSQL_PORT:-3306}
+if ! mariadb-admin --protocol=tcp -h "$mhost" -P "$mport" -uroot ping >/dev/null 2>&1; then
+  echo "Starting the local MariaDB server ..."
+  if [ ! -d /var/lib/mysql/mysql ]; then
+    mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  fi
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+  (setsid mariadbd-safe --user=mysql >/dev/null 2>&1 &)
+  for _ in $(seq 1 80); do
+    mariadb-admin --protocol=tcp -h "$mhost" -P "$mport" -uroot ping >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  mariadb-admin --protocol=tcp -h "$mhost" -P "$mport" -uroot ping >/dev/null 2>&1 \
+    || { echo "MariaDB is not reachable at $mhost:$mport." >&2; exit 1; }
+fi
+# Debian's root@localhost logs in through the socket only; the tests connect over TCP as root without a password.
+if [ "$mhost" = 127.0.0.1 ] && ! mariadb --protocol=tcp -h "$mhost" -P "$mport" -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+  mariadb -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"
 fi

@@ -132,6 +132,8 @@ def database_url(alias: str) -> str:
     if "sqlite" in params["ENGINE"]:
         return f"sqlite:///{params['NAME']}"
     credentials = params["USER"] + (f":{params['PASSWORD']}" if params.get("PASSWORD") else "")
+    if "mysql" in params["ENGINE"]:
+        return f"mysql://{credentials}@{params['HOST']}:{params['PORT'] or 3306}/{params['NAME']}"
     return f"postgres://{credentials}@{params['HOST']}:{params['PORT'] or 5432}/{params['NAME']}"
 
 
@@ -185,6 +187,7 @@ def child_env(backup_dir) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "TEST_DATABASE_URL": database_url("default"),
         "TEST_TARGET_NAME": connections["target"].settings_dict["NAME"],
+        "TEST_MARIADB_URL": database_url("mariadb"),
         "TEST_SQLITE_PATH": str(connections["sqlite"].settings_dict["NAME"]),
         "TEST_BACKUP_DIRECTORY": str(backup_dir),
     }

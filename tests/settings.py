@@ -1,4 +1,4 @@
-"""Test settings: the catalog on a real PostgreSQL, plus a PostgreSQL target and a SQLite file database."""
+"""Test settings: the catalog on a real PostgreSQL, plus a PostgreSQL target, a SQLite file and a MariaDB database."""
 
 import os
 import tempfile
@@ -26,6 +26,14 @@ DATABASES["target"] = {
 _sqlite = os.environ.get("TEST_SQLITE_PATH", f"{_scratch}/sqlite.sqlite3")
 DATABASES["sqlite"] = env.db_url_config(f"sqlite:///{_sqlite}")
 DATABASES["sqlite"]["TEST"] = {"NAME": f"{_scratch}/test_sqlite.sqlite3"}
+# A MariaDB (or MySQL) database the MariaDB tests fill and restore over; never migrated either.
+DATABASES["mariadb"] = env.db_url_config(
+    os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/backups_mariadb")
+)
+DATABASES["mariadb"]["TEST"] = {"NAME": os.environ.get("TEST_MARIADB_NAME", f"test_backups_mariadb_{RUN_ID}")}
+# A second database on that server, for restores into another database than the backup's.
+DATABASES["mariadb_copy"] = {**DATABASES["mariadb"], "NAME": "backups_mariadb_copy",
+                             "TEST": {"NAME": f"test_backups_mariadb_copy_{RUN_ID}"}}
 DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
 # Child processes started by a test (manage.py, cron) get the test's databases and storage through

@@ -24,6 +24,7 @@ from ..errors import BackupError
 ENGINES = {
     "postgresql": "backups_app.engines.postgresql.PostgreSQLEngine",
     "sqlite": "backups_app.engines.sqlite.SQLiteEngine",
+    "mysql": "backups_app.engines.mysql.MySQLEngine",
 }
 
 CHUNK_SIZE = 1 << 20
@@ -62,6 +63,11 @@ class Engine:
     def __init__(self, alias: str):
         self.alias = alias
         self.connection = connections[alias]
+
+    @classmethod
+    def recognises(cls, header: bytes) -> bool:
+        """Return whether an uncompressed archive starting with `header` is one of this engine's."""
+        return header.startswith(cls.magic)
 
     def describe(self) -> ServerInfo:
         """Return the server and tool versions; raise BackupError when a backup cannot run."""
@@ -116,7 +122,7 @@ def get_engine(alias: str) -> Engine:
 
 
 def engine_class(name: str) -> type[Engine]:
-    """Return the engine class of an engine name as a catalog records it ("postgresql", "sqlite")."""
+    """Return the engine class of an engine name as a catalog records it ("postgresql", "sqlite", "mysql")."""
     if name not in ENGINES:
         raise BackupError(_("Unknown engine %(name)r; supported engines: %(engines)s.")
                           % {"name": name, "engines": ", ".join(ENGINES)})
@@ -126,7 +132,7 @@ def engine_class(name: str) -> type[Engine]:
 def engine_for_archive(header: bytes) -> str | None:
     """Return the name of the engine whose archives start with `header`, if any."""
     for name in ENGINES:
-        if header.startswith(engine_class(name).magic):
+        if engine_class(name).recognises(header):
             return name
     return None
 

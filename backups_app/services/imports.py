@@ -89,7 +89,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         raw.seek(0)
         engine = engine_for_archive(archives.decompressor(raw, compression).read(64))
     if engine is None:
-        raise BackupError(_("%(name)s is not a PostgreSQL or SQLite backup archive.") % {"name": name})
+        raise BackupError(_("%(name)s is not a PostgreSQL, SQLite, MariaDB or MySQL backup archive.") % {"name": name})
     job = BackupJob(
         database=database or manifest.get("database") or "default",
         engine=engine,

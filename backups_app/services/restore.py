@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from .. import archives
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
-from ..errors import BackupError
+from ..errors import BackupError, RestoreIncomplete
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
@@ -158,6 +158,37 @@ def _set_phase(restore: Restore | None, phase: str) -> None:
         restore.phase = phase
 
 
+def _restore_archive(engine: Engine, backup: BackupJob, keep: list[KeptTable], terminate: bool) -> None:
+    with archives.backup_storage().open(backup.file_name, "rb") as raw:
+        engine.restore(
+            archives.decompressor(raw, backup.compression),
+            keep=keep,
+            lock_timeout=setting("BACKUP_LOCK_TIMEOUT"),
+            terminate_sessions=terminate,
+        )
+
+
+def _put_back_safety_backup(
+    engine: Engine, safety: BackupJob | None, keep: list[KeptTable], error: RestoreIncomplete
+) -> BackupError:
+    """Return the error to report after an engine restore that failed past its point of no return
+    (MariaDB's short tail after the table swap), having put the safety backup back when there is one."""
+    if safety is None:
+        return BackupError(
+            _("%(reason)s There is no safety backup: restore another backup of this database.") % {"reason": error}
+        )
+    try:
+        _restore_archive(engine, safety, keep, terminate=False)
+    except BackupError as exc:
+        return BackupError(
+            _("%(reason)s Putting back safety backup #%(id)s failed too (%(again)s): restore it with "
+              "backup_restore %(id)s.") % {"reason": error, "id": safety.pk, "again": exc}
+        )
+    return BackupError(
+        _("%(reason)s The database was put back as it was from safety backup #%(id)s.") % {"reason": error, "id": safety.pk}
+    )
+
+
 def _run_restore(
     engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool, trust_archive: bool
 ) -> Restore:
@@ -186,13 +217,10 @@ def _run_restore(
             restore.save(update_fields=["safety_backup"])
         # Set before the engine starts: while it restores the catalog's database it locks the catalog.
         _set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
-        with archives.backup_storage().open(backup.file_name, "rb") as raw:
-            engine.restore(
-                archives.decompressor(raw, backup.compression),
-                keep=keep,
-                lock_timeout=setting("BACKUP_LOCK_TIMEOUT"),
-                terminate_sessions=terminate,
-            )
+        try:
+            _restore_archive(engine, backup, keep, terminate)
+        except RestoreIncomplete as exc:
+            raise _put_back_safety_backup(engine, restore.safety_backup, keep, exc) from exc
         if keep:
             try:
                 _migrate_if_behind(engine.alias)

@@ -1,0 +1,750 @@
+"""MariaDB and MySQL: `mariadb-dump` (or `mysqldump`) SQL out; a scratch database and one RENAME TABLE back.
+
+MariaDB DDL is not transactional, so the restore leaves the live database alone until the very end.
+It loads the archive into a scratch database `<db>__r<token>` on the same server, checks that the
+archive ended with mariadb-dump's trailer, and reads back from the scratch database the definitions
+of its views, triggers, routines and events. Then one `RENAME TABLE` statement, atomic across
+databases, moves every live table to `<db>__o<token>` and every restored one into the live
+database (views and tables with triggers cannot move: the live ones are dropped just before). After
+it come short, non-atomic steps: views, triggers, routines and events are replaced, defaults that
+name a sequence are pointed at the live database, the kept catalog's foreign keys are pointed back
+at the restored tables, and both scratch databases are dropped.
+
+Every step after the swap is written down first, in a journal that the RENAME itself moves into
+`<db>__o<token>`, and so are the live views and triggers dropped before it: whoever takes the
+database's lock next (any backup or restore) finishes the steps of a restore killed after its swap,
+or puts back what one killed before it dropped. A step that fails raises RestoreIncomplete, and
+the caller puts the safety backup back.
+
+The kept tables (the backup catalog) never move: the archive's copies are dropped in the scratch
+database, so every row written to the catalog during the restore stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import os
+import re
+import secrets
+import subprocess
+import threading
+from typing import BinaryIO, Iterator
+
+from django.db import DatabaseError
+from django.db.backends.mysql.client import DatabaseClient
+from django.utils.translation import gettext as _
+
+from ..errors import BackupError, DatabaseBusy, RestoreIncomplete
+from . import CHUNK_SIZE, Engine, KeptTable, ServerInfo, tool_process
+
+logger = logging.getLogger(__name__)
+
+TRAILER = b"-- Dump completed"
+# A restore's scratch databases: "<live>__r<token>" receives the archive, "<live>__o<token>" the old tables.
+SCRATCH_MARK = "__r"
+OLD_MARK = "__o"
+# In the old tables' database: the statements still to run after the swap, which moves the journal there
+# (see _finish), and those that put back the live views and triggers dropped just before it.
+JOURNAL = "`backups_restore_journal`"
+UNDO = "`backups_restore_undo`"
+DEFINER = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
+OTHER_DATABASE = re.compile(rb"(?:/\*!\d+ )?(?:USE|CREATE DATABASE|DROP DATABASE|CREATE SCHEMA|DROP SCHEMA)\b", re.I)
+# An enabled event's CREATE line in a dump: its name, and its status keyword (after ON COMPLETION, before DO).
+EVENT_ENABLED = re.compile(
+    rb"(/\*!50106 CREATE\*/ .*?EVENT `((?:[^`]|``)+)` (?:(?! DO ).)*? ON COMPLETION (?:NOT )?PRESERVE )ENABLE\b"
+)
+SEQUENCE_DEFAULT = re.compile(r"nextval\(`(?:[^`]|``)*`\.")
+
+
+def quote_name(name: str) -> str:
+    return "`%s`" % name.replace("`", "``")
+
+
+def first_error_line(stderr: str) -> str:
+    """Return the line of a client tool's stderr that says what went wrong."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        match = re.search(r"(ERROR \d+.*|Got error: .*|error: .*)", line)
+        if match:
+            return match.group(1).strip()
+    return lines[0] if lines else _("no error message")
+
+
+class _ReadAhead:
+    """Read a tool's output in a thread, so that it keeps dumping while the caller compresses; keep its tail.
+
+    Without it mariadb-dump waits on a full pipe while each chunk is compressed, and a backup takes
+    the sum of the two times instead of the longer one. At most `depth` chunks are held.
+    """
+
+    def __init__(self, source: BinaryIO, depth: int = 8):
+        self.chunks: queue.Queue = queue.Queue(maxsize=depth)
+        self.tail = b""
+        self.error: BaseException | None = None
+        self.buffer = b""
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._pump, args=(source,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, source: BinaryIO) -> None:
+        try:
+            for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+                while not self.stopped.is_set():
+                    with contextlib.suppress(queue.Full):
+                        self.chunks.put(chunk, timeout=0.1)
+                        break
+                if self.stopped.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 (raised in the reading thread by read())
+            self.error = exc
+        self.chunks.put(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.buffer:
+            chunk = self.chunks.get()
+            if not chunk:
+                self.chunks.put(b"")  # every later read sees the end too
+                if self.error:
+                    raise self.error
+                return b""
+            self.tail = (self.tail + chunk[-64:])[-64:]
+            self.buffer = chunk
+        size = len(self.buffer) if size is None or size < 0 else size
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+class MySQLEngine(Engine):
+    name = "mysql"
+    suffix = "sql"
+    # mariadb-dump starts with a sandbox comment, then "-- MariaDB dump"; mysqldump with "-- MySQL dump".
+    magic = b"/*M!999999\\- enable the sandbox mode */"
+    other_magics = (b"-- MariaDB dump", b"-- MySQL dump")
+
+    @classmethod
+    def recognises(cls, header: bytes) -> bool:
+        return header.startswith((cls.magic, *cls.other_magics))
+
+    @property
+    def database(self) -> str:
+        options = self.connection.settings_dict["OPTIONS"]
+        return options.get("database", options.get("db", self.connection.settings_dict["NAME"]))
+
+    def _connect(self, database: str | None = None):
+        params = {**self.connection.get_connection_params(), "autocommit": True, "charset": "utf8mb4"}
+        params.pop("db", None)
+        params["database"] = database or self.database
+        try:
+            return self.connection.Database.connect(**params)
+        except (DatabaseError, self.connection.Database.Error) as exc:
+            raise BackupError(
+                _("Cannot connect to database %(alias)r: %(reason)s. Check that the server is running and the URL "
+                  "is right.") % {"alias": self.alias, "reason": str(exc).strip().splitlines()[0]}
+            ) from exc
+
+    def _is_mariadb(self, raw) -> bool:
+        return "mariadb" in self._query(raw, "SELECT VERSION()")[0][0].lower()
+
+    @staticmethod
+    def _query(raw, sql: str, params=None) -> list[tuple]:
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def _command(self, tool: str, options: list[str], database: str) -> tuple[list[str], dict[str, str]]:
+        """Return argv and environment for a client tool; the password travels only in MYSQL_PWD."""
+        settings_dict = {**self.connection.settings_dict, "NAME": ""}
+        settings_dict["OPTIONS"] = {
+            k: v for k, v in settings_dict["OPTIONS"].items() if k not in ("database", "db", "charset")
+        }
+        args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, [])
+        # A --defaults-file option must come first, which settings_to_cmd_args_env already ensures.
+        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**_tool_env(), **(env or {})}
+
+    def identity(self) -> tuple:
+        # The server instance (its host and data directory) and the database's name in it.
+        raw = self._connect()
+        try:
+            return self._query(raw, "SELECT @@hostname, @@datadir, @@port, DATABASE()")[0]
+        finally:
+            raw.close()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        raw = self._connect()
+        # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
+        name = f"django-backups:{self.database}"[:64]
+        try:
+            (acquired,) = self._query(raw, "SELECT GET_LOCK(%s, 0)", [name])[0]
+            if not acquired:
+                raise DatabaseBusy(self.alias)
+            try:
+                self._lock_connection_id = raw.thread_id()
+                # Whoever holds the lock may clean up after a restore that was stopped.
+                self._drop_scratch_databases(raw)
+                yield
+            finally:
+                # Released by a statement, not only by closing: the server ends a closed session a moment
+                # later, and an operation started right after this one would find the lock still taken.
+                with contextlib.suppress(self.connection.Database.Error):
+                    self._query(raw, "SELECT RELEASE_LOCK(%s)", [name])
+        finally:
+            raw.close()
+
+    def _tool(self, raw, mariadb: str, mysql: str) -> str:
+        return mariadb if self._is_mariadb(raw) else mysql
+
+    def describe(self) -> ServerInfo:
+        raw = self._connect()
+        try:
+            server_version = self._query(raw, "SELECT VERSION()")[0][0]
+            mariadb = "mariadb" in server_version.lower()
+            tool = "mariadb-dump" if mariadb else "mysqldump"
+            if mariadb:
+                self._check_routines_readable(raw)
+        finally:
+            raw.close()
+        try:
+            output = subprocess.run(
+                [tool, "--version"], env=_tool_env(), capture_output=True, text=True, check=True
+            ).stdout
+        except FileNotFoundError as exc:
+            raise BackupError(
+                _("%(tool)s is not installed or not on PATH; install the MariaDB or MySQL client tools.")
+                % {"tool": tool}
+            ) from exc
+        return ServerInfo(server_version=server_version, tool_version=output.strip()[:100])
+
+    def _check_routines_readable(self, raw) -> None:
+        # Without SELECT on mysql.proc, mariadb-dump --routines leaves routines out and still exits 0.
+        try:
+            self._query(raw, "SELECT 1 FROM mysql.proc LIMIT 0")
+        except self.connection.Database.Error as exc:
+            raise BackupError(
+                _("The user of database %(alias)r cannot read mysql.proc, so mariadb-dump would silently leave out "
+                  "its stored procedures and functions; grant it SELECT ON mysql.proc.") % {"alias": self.alias}
+            ) from exc
+
+    def _warn_about_tables_outside_the_snapshot(self, raw) -> None:
+        tables = self._query(
+            raw,
+            "SELECT CONCAT(TABLE_NAME, ' (', ENGINE, ')') FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND ENGINE NOT IN ('InnoDB') "
+            "ORDER BY TABLE_NAME",
+        )
+        if tables:
+            logger.warning(
+                _("Database %(alias)r has tables that the consistent snapshot does not cover (only InnoDB tables are "
+                  "dumped as of one instant): %(tables)s.")
+                % {"alias": self.alias, "tables": ", ".join(row[0] for row in tables)}
+            )
+
+    @contextlib.contextmanager
+    def dump(self) -> Iterator[BinaryIO]:
+        # mariadb-dump has no lock wait option: with --single-transaction it takes no table lock, and
+        # waits only for DDL running on a table it reads.
+        raw = self._connect()
+        try:
+            tool = self._tool(raw, "mariadb-dump", "mysqldump")
+            self._warn_about_tables_outside_the_snapshot(raw)
+        finally:
+            raw.close()
+        args, env = self._command(tool, [
+            "--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--quick",
+            # No CREATE DATABASE/USE (--databases is not given), so the archive loads into any database.
+            "--skip-lock-tables", "--skip-add-locks", "--tz-utc", "--no-tablespaces", "--skip-dump-date",
+        ], self.database)
+        with tool_process(args, env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
+            watcher = _ReadAhead(process.stdout)
+            try:
+                yield watcher
+            except BaseException:
+                process.kill()  # the caller gave up (full disk, interrupted): the reading thread sees the end
+                raise
+            finally:
+                watcher.close()
+                process.stdout.close()
+            if process.wait() != 0:
+                raise BackupError(_("%(tool)s failed: %(reason)s.")
+                                  % {"tool": tool, "reason": first_error_line(process.stderr_text())})
+            if not watcher.tail.rstrip().endswith(TRAILER):
+                raise BackupError(_("%(tool)s stopped before the end of the dump (no \"-- Dump completed\" line); "
+                                    "check the server's log and retry.") % {"tool": tool})
+
+    @classmethod
+    def archive_tables(cls, source: BinaryIO) -> list[str]:
+        tables = []
+        for line in _lines(source):
+            # Sequences are tables to MariaDB (and RENAME TABLE moves them), so they are listed too.
+            match = re.match(rb"CREATE (?:TABLE `((?:[^`]|``)+)` \($|SEQUENCE `((?:[^`]|``)+)` )", line)
+            if match:
+                name = match.group(1) or match.group(2)
+                tables.append(name.replace(b"``", b"`").decode("utf-8", "replace"))
+        return sorted(tables)
+
+    @classmethod
+    def check_archive(cls, source: BinaryIO) -> None:
+        """Read the whole archive as a restore would, writing nothing: it must end with the dump's trailer."""
+        for _line in _checked_lines(source):
+            pass
+
+    # Restore ---------------------------------------------------------------------------
+
+    def _drop_scratch_databases(self, raw) -> None:
+        """Drop the scratch databases of restores that were stopped (the lock is held, so none runs)."""
+        scratch = re.compile(re.escape(self._scratch_prefix() + SCRATCH_MARK) + "[0-9a-f]{8}")
+        old = re.compile(re.escape(self._scratch_prefix() + OLD_MARK) + "[0-9a-f]{8}")
+        for (name,) in self._query(raw, "SHOW DATABASES"):
+            if scratch.fullmatch(name):  # (finishing a restore below drops its scratch database too)
+                self._query(raw, f"DROP DATABASE IF EXISTS {quote_name(name)}")
+            elif old.fullmatch(name):
+                self._finish_interrupted_restore(raw, name)
+
+    def _finish_interrupted_restore(self, raw, old: str) -> None:
+        """Finish the restore that made `old` and was killed: the steps after its swap if it happened, else
+        put back the views and triggers it dropped just before."""
+        tables = {name for (name,) in self._query(
+            raw, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", [old])}
+        if JOURNAL.strip("`") in tables or (UNDO.strip("`") in tables and len(tables) == 1):
+            steps_table = JOURNAL if JOURNAL.strip("`") in tables else UNDO
+            try:
+                _finish(raw, old, self.connection.Database.Error, steps_table)
+                if steps_table == JOURNAL:
+                    message = _("Finished the restore of database %(alias)r that was stopped after its tables were "
+                                "swapped in.")
+                else:
+                    message = _("Put back the views and triggers of database %(alias)r that a restore stopped "
+                                "before its swap had dropped.")
+                logger.warning(message % {"alias": self.alias})
+                return
+            except self.connection.Database.Error as exc:
+                reason = exc.args[-1] if exc.args else exc
+        else:
+            reason = _("its safety backup was put back")
+        # Only a person can tell whether the tables the database had before are still wanted.
+        logger.warning(
+            _("Database %(old)s holds the tables database %(alias)r had before a restore that did not finish "
+              "(%(reason)s); drop it once the database is known to be right.")
+            % {"old": old, "alias": self.alias, "reason": reason}
+        )
+
+    def _scratch_prefix(self) -> str:
+        return self.database[:40]
+
+    def restore(
+        self, source: BinaryIO, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool
+    ) -> None:
+        _Restore(self, keep=keep, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions).run(source)
+        self.connection.close()
+
+
+def _tool_env() -> dict[str, str]:
+    """Return what a client tool needs from this process's environment: not the application's secrets
+    (DJANGO_SECRET_KEY, other databases' URLs)."""
+    return {name: value for name, value in os.environ.items()
+            if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith("LC_")}
+
+
+def _lines(source: BinaryIO) -> Iterator[bytes]:
+    """Yield the lines of a stream, each with its newline; a long line (a big BLOB) is joined only once."""
+    pending: list[bytes] = []
+    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start:end + 1])
+            yield b"".join(pending)
+            pending, start = [], end + 1
+        pending.append(chunk[start:])
+    if any(pending):
+        yield b"".join(pending)
+
+
+def _checked_lines(source: BinaryIO) -> Iterator[bytes]:
+    """Yield an archive's lines; raise BackupError when it switches database or ends before its trailer."""
+    last = b""
+    for line in _lines(source):
+        if not line.startswith((b"(", b"INSERT INTO ")) and OTHER_DATABASE.match(line):
+            # Only in a dump made elsewhere: it would make the client write outside the scratch database.
+            raise BackupError(_("The archive switches to or creates another database (%(line)s); only dumps of "
+                                "one database, made without --databases, can be restored.")
+                              % {"line": line[:60].decode("utf-8", "replace").strip()})
+        if line.strip():
+            last = line
+        yield line
+    if last.rstrip() != TRAILER:
+        # The client exits 0 on a dump cut at a statement boundary: only the trailer proves it is whole.
+        raise BackupError(_("The archive ends before its \"-- Dump completed\" line: it is truncated."))
+
+
+class _Restore:
+    """One restore: load into a scratch database, read its objects back, swap the tables in, replace the rest."""
+
+    def __init__(self, engine: MySQLEngine, *, keep: list[KeptTable], lock_timeout: int, terminate_sessions: bool):
+        self.engine = engine
+        self.keep = {table.name: table for table in keep}
+        self.lock_timeout = int(lock_timeout)
+        self.terminate_sessions = terminate_sessions
+        self.live = engine.database
+        token = secrets.token_hex(4)
+        self.scratch = f"{engine._scratch_prefix()}{SCRATCH_MARK}{token}"
+        self.old = f"{engine._scratch_prefix()}{OLD_MARK}{token}"
+        self.error = engine.connection.Database.Error
+
+    def sql(self, statement: str, params=None) -> list[tuple]:
+        return self.engine._query(self.raw, statement, params)
+
+    def run(self, source: BinaryIO) -> None:
+        self.raw = self.engine._connect()
+        try:
+            (charset, collation), = self.sql(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_NAME = %s", [self.live])
+            self.create_database = f"CHARACTER SET {charset} COLLATE {collation}"
+            swapped = False
+            try:
+                self.sql(f"CREATE DATABASE {quote_name(self.scratch)} {self.create_database}")
+                self._load(source)
+                self._read_restored_objects()
+                self._read_live_objects()
+                self._swap()
+                swapped = True
+            except self.error as exc:
+                raise BackupError(
+                    _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
+                    % {"reason": exc.args[-1] if exc.args else exc}
+                ) from exc
+            finally:
+                if not swapped:
+                    self._drop(self.scratch, self.old)
+            try:
+                _finish(self.raw, self.old, self.error)
+            except self.error as exc:
+                # The old tables stay for inspection; without the journal no one finishes this restore
+                # over the safety backup that the caller now puts back.
+                self.sql(f"DROP TABLE IF EXISTS {quote_name(self.old)}.{JOURNAL}, {quote_name(self.old)}.{UNDO}")
+                self._drop(self.scratch)
+                raise RestoreIncomplete(
+                    _("The restored tables of database %(alias)r are in place, but replacing its views, triggers, "
+                      "routines and events failed (%(reason)s); the tables it had before are kept in database %(old)s.")
+                    % {"alias": self.engine.alias, "reason": exc.args[-1] if exc.args else exc, "old": self.old}
+                ) from exc
+        finally:
+            self.raw.close()
+
+    def _drop(self, *databases: str) -> None:
+        self.sql("SET SESSION foreign_key_checks = 0")
+        for database in databases:
+            with contextlib.suppress(self.error):
+                self.sql(f"DROP DATABASE IF EXISTS {quote_name(database)}")
+        self.sql("SET SESSION foreign_key_checks = 1")
+
+    # Before the swap: nothing here touches the live database. ---------------------------
+
+    def _can_set_definers(self) -> bool:
+        # SUPER (or MariaDB's SET USER, MySQL's SET_USER_ID) lets a user create objects for another definer.
+        rows = self.sql(
+            "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
+            "('SUPER', 'SET USER', 'SET_USER_ID') AND GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
+            "\"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
+        return rows[0][0] > 0
+
+    def _load(self, source: BinaryIO) -> None:
+        rewrite_definers = not self._can_set_definers()
+        client = self.engine._tool(self.raw, "mariadb", "mysql")
+        # Without this, the mariadb client echoes the failing statement (rows of data) to stderr.
+        options = ["--skip-print-query-on-error"] if client == "mariadb" else []
+        args, env = self.engine._command(client, options, self.scratch)
+        errors: list[BaseException] = []
+        with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
+            self.enabled_events: set[str] = set()
+            feeder = threading.Thread(
+                target=self._feed, args=(source, process.stdin, errors, rewrite_definers, self.enabled_events)
+            )
+            feeder.start()
+            try:
+                feeder.join()
+            except BaseException:
+                process.kill()
+                raise
+            if process.wait() != 0:
+                raise BackupError(
+                    _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
+                    % {"reason": first_error_line(process.stderr_text())}
+                )
+        if errors:
+            if isinstance(errors[0], BackupError):
+                raise BackupError(_("%(reason)s Nothing was restored, the database is unchanged.")
+                                  % {"reason": errors[0]}) from errors[0]
+            raise BackupError(
+                _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
+            ) from errors[0]
+        if rewrite_definers:
+            logger.warning(
+                _("The user of database %(alias)r may not create objects for other users, so the restored views, "
+                  "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).")
+                % {"alias": self.engine.alias}
+            )
+
+    @staticmethod
+    def _feed(source, target, errors, rewrite_definers: bool, enabled_events: set[str]) -> None:
+        """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
+        try:
+            for line in _checked_lines(source):
+                if not line.startswith((b"(", b"INSERT INTO ")):
+                    event = EVENT_ENABLED.match(line)
+                    if event:
+                        # Created disabled, so that it never runs in the scratch database; enabled once in place.
+                        enabled_events.add(event.group(2).replace(b"``", b"`").decode())
+                        line = event.group(1) + b"DISABLE" + line[event.end():]
+                    if line.startswith(b"  `") and b"nextval(`" in line:
+                        # A sequence default names the dump's database; inside the scratch one, name none.
+                        line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
+                    if rewrite_definers and b"DEFINER=" in line:
+                        line = DEFINER.sub(b"DEFINER=CURRENT_USER", line)
+                target.write(line)
+        except BrokenPipeError:
+            pass  # the client stopped early: its exit status says why.
+        except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the client exits)
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                target.close()
+
+    def _show_create(self, kind: str, database: str, name: str) -> dict:
+        with self.raw.cursor() as cursor:
+            cursor.execute(f"SHOW CREATE {kind} {quote_name(database)}.{quote_name(name)}")
+            columns = [column[0] for column in cursor.description]
+            return dict(zip(columns, cursor.fetchone()))
+
+    def _read_restored_objects(self) -> None:
+        """Read the definitions of what cannot move from the scratch database; stop its events firing there."""
+        scratch = self.scratch
+        self.sql(f"USE {quote_name(scratch)}")  # SHOW CREATE VIEW leaves the current database's name out
+        self.tables = [name for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW' "
+            "ORDER BY TABLE_NAME", [scratch])]
+        missing = [name for name, table in self.keep.items() if table.required and name not in self.tables]
+        if missing:
+            raise BackupError(_("The archive has no table %(table)s, so restoring it would erase the backup catalog; "
+                                "restore it into another database.") % {"table": missing[0]})
+        self.events = [
+            (name, "ENABLED" if name in self.enabled_events else status, self._show_create("EVENT", scratch, name))
+            for name, status in self.sql(
+                "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
+                [scratch])
+        ]
+        self.views = [(name, self._show_create("VIEW", scratch, name)) for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", [scratch])]
+        self.triggers = self._triggers(scratch)
+        self.routines = [(kind, name, self._show_create(kind, scratch, name)) for kind, name in self.sql(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_TYPE, ROUTINE_NAME", [scratch])]
+        self.sequence_defaults = self.sql(
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_DEFAULT FROM information_schema.COLUMNS c "
+            "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
+            "WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE' AND c.COLUMN_DEFAULT LIKE 'nextval(%%'",
+            [scratch])
+        # Tables with triggers cannot move to another database (ERROR 1435); the definitions are read above.
+        for name, _create in self.triggers:
+            self.sql(f"DROP TRIGGER {quote_name(scratch)}.{quote_name(name)}")
+        self.sql("SET SESSION foreign_key_checks = 0")
+        for name in self.keep:
+            self.sql(f"DROP TABLE {quote_name(scratch)}.{quote_name(name)}")
+        self.sql("SET SESSION foreign_key_checks = 1")
+        self.tables = [name for name in self.tables if name not in self.keep]
+        self.sql(f"USE {quote_name(self.live)}")
+
+    def _triggers(self, database: str) -> list[tuple[str, dict]]:
+        return [(name, self._show_create("TRIGGER", database, name)) for (name,) in self.sql(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+            "ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER", [database])]
+
+    def _read_live_objects(self) -> None:
+        live = self.live
+        self.live_tables = [name for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'VIEW' "
+            "ORDER BY TABLE_NAME", [live]) if name not in self.keep]
+        self.live_views = [(name, self._show_create("VIEW", live, name)) for (name,) in self.sql(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", [live])]
+        self.live_triggers = self._triggers(live)
+        self.live_routines = self.sql(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
+            "AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION')", [live])
+        self.live_events = [name for (name,) in self.sql(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", [live])]
+        # The kept tables' foreign keys to tables that are replaced: they follow their parent to the old
+        # database in the swap, and must be pointed back at the restored table afterwards.
+        self.kept_keys = self.sql(
+            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, "
+            "r.UPDATE_RULE, r.DELETE_RULE FROM information_schema.KEY_COLUMN_USAGE k "
+            "JOIN information_schema.REFERENTIAL_CONSTRAINTS r ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA "
+            "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME "
+            # A restore that failed after its swap may have left them pointing at its old tables' database.
+            "WHERE k.TABLE_SCHEMA = %s AND (k.REFERENCED_TABLE_SCHEMA = %s OR k.REFERENCED_TABLE_SCHEMA LIKE %s) "
+            "ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME",
+            [live, live, (self.engine._scratch_prefix() + OLD_MARK).replace("_", "\\_") + "%"])
+        self.kept_keys = [key for key in self.kept_keys if key[0] in self.keep and key[3] not in self.keep]
+
+    # The swap: one statement, all or nothing. ------------------------------------------
+
+    def _swap(self) -> None:
+        live, scratch, old = quote_name(self.live), quote_name(self.scratch), quote_name(self.old)
+        self.sql(f"SET SESSION lock_wait_timeout = {self.lock_timeout}")
+        self.sql(f"CREATE DATABASE {old} {self.create_database}")
+        # Views cannot move to another database (ERROR 1450), tables with triggers neither (ERROR 1435):
+        # the live ones are dropped just before the swap, and put back if it does not happen. Both ways
+        # are written down first, for whoever takes the lock next if this process is killed: the journal
+        # of the steps after the swap moves into the old tables' database with the swap itself.
+        undo = [(create["Create View"], _session(create)) for _name, create in self.live_views]
+        undo += [(create["SQL Original Statement"], _session(create)) for _name, create in self.live_triggers]
+        self._write_steps(f"{old}.{UNDO}", undo)
+        self._write_steps(f"{scratch}.{JOURNAL}", self._tail_steps())
+        if self.terminate_sessions:
+            self._terminate_sessions()
+        renames = [f"{live}.{quote_name(name)} TO {old}.{quote_name(name)}" for name in self.live_tables]
+        renames += [f"{scratch}.{quote_name(name)} TO {live}.{quote_name(name)}" for name in self.tables]
+        renames.append(f"{scratch}.{JOURNAL} TO {old}.{JOURNAL}")
+        try:
+            for name, _create in self.live_triggers:
+                self.sql(f"DROP TRIGGER {live}.{quote_name(name)}")
+            for name, _create in self.live_views:
+                self.sql(f"DROP VIEW {live}.{quote_name(name)}")
+            self.sql("RENAME TABLE " + ", ".join(renames))
+        except self.error as exc:
+            with contextlib.suppress(self.error):
+                _run_steps(self.raw, undo, self.error)
+            if exc.args and exc.args[0] == 1205:  # lock wait timeout
+                raise BackupError(
+                    _("Other sessions held locks on database %(alias)r for more than %(seconds)s s, so nothing was "
+                      "restored; close them or retry with --terminate-connections.")
+                    % {"alias": self.engine.alias, "seconds": self.lock_timeout}
+                ) from exc
+            raise
+
+    def _terminate_sessions(self) -> None:
+        spare = {self.raw.thread_id(), getattr(self.engine, "_lock_connection_id", None)}
+        if self.engine.connection.connection is not None:
+            spare.add(self.engine.connection.connection.thread_id())
+        for (session,) in self.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND COMMAND <> 'Daemon'", [self.live]
+        ):
+            if session not in spare:
+                with contextlib.suppress(self.error):  # it may have ended by itself meanwhile
+                    self.sql(f"KILL CONNECTION {int(session)}")
+
+    # After the swap: short, not atomic, journaled. ----------------------------------------
+
+    def _tail_steps(self) -> list[tuple[str, dict]]:
+        """Return the statements that follow the swap, each with the session settings it needs."""
+        live = quote_name(self.live)
+        steps = [(create["Create View"], _session(create)) for _name, create in self.views]
+        steps += [(create["SQL Original Statement"], _session(create)) for _name, create in self.triggers]
+        steps += [(f"DROP {kind} IF EXISTS {live}.{quote_name(name)}", {}) for kind, name in self.live_routines]
+        steps += [(create[f"Create {kind.title()}"], _session(create)) for kind, _name, create in self.routines]
+        steps += [(f"DROP EVENT IF EXISTS {live}.{quote_name(name)}", {}) for name in self.live_events]
+        for name, status, create in self.events:
+            steps.append((create["Create Event"], _session(create)))
+            if status == "ENABLED":
+                steps.append((f"ALTER EVENT {live}.{quote_name(name)} ENABLE", {}))
+        scratch_prefix = f"nextval({quote_name(self.scratch)}."
+        for table, column, default in self.sequence_defaults:
+            default = default.replace(scratch_prefix, f"nextval({live}.")
+            steps.append((f"ALTER TABLE {live}.{quote_name(table)} ALTER COLUMN {quote_name(column)} "
+                          f"SET DEFAULT {default}", {}))
+        for table, constraint, column, ref_table, ref_column, on_update, on_delete in self.kept_keys:
+            table, column, ref_table, ref_column = map(quote_name, (table, column, ref_table, ref_column))
+            # References to rows that the restored data lacks become NULL, then the key is pointed back, in
+            # two statements: MariaDB refuses to drop and add a key of the same name in one (errno 121).
+            # The rows were just checked, so the new key need not check them again (nor copy the table).
+            steps += [
+                (f"UPDATE {live}.{table} SET {column} = NULL WHERE {column} IS NOT NULL AND {column} NOT IN "
+                 f"(SELECT {ref_column} FROM {live}.{ref_table})", {}),
+                (f"ALTER TABLE {live}.{table} DROP FOREIGN KEY {quote_name(constraint)}", {}),
+                (f"ALTER TABLE {live}.{table} ADD CONSTRAINT {quote_name(constraint)} FOREIGN KEY ({column}) "
+                 f"REFERENCES {live}.{ref_table} ({ref_column}) ON UPDATE {on_update} ON DELETE {on_delete}",
+                 {"foreign_key_checks": 0}),
+            ]
+        return steps
+
+    def _write_steps(self, table: str, steps: list[tuple[str, dict]]) -> None:
+        self.sql(f"CREATE TABLE {table} (step int PRIMARY KEY, statement longtext NOT NULL, session longtext NOT NULL)")
+        with self.raw.cursor() as cursor:
+            rows = [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)]
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+
+
+def _session(create: dict) -> dict:
+    """Return the session settings a SHOW CREATE row says its object was created under."""
+    keys = ("sql_mode", "time_zone", "character_set_client", "collation_connection")
+    return {key: create[key] for key in keys if create.get(key) is not None}
+
+
+def _execute(raw, statement: str, session: dict) -> None:
+    """Run a statement under the given session settings, then put the session back as it was."""
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT @@sql_mode, @@time_zone, @@character_set_client, @@collation_connection, "
+                       "@@foreign_key_checks")
+        saved = cursor.fetchone()
+        try:
+            for key, value in session.items():
+                cursor.execute(f"SET SESSION {key} = %s", [value])
+            cursor.execute(statement)
+        finally:
+            cursor.execute("SET SESSION sql_mode = %s, time_zone = %s, character_set_client = %s, "
+                           "collation_connection = %s, foreign_key_checks = %s", saved)
+
+
+def _already_done(exc: Exception) -> bool:
+    """Whether a step failed only because an earlier, interrupted run of it had succeeded."""
+    code, message = (exc.args + (0, ""))[:2]
+    # Table or view, procedure or function, trigger, event exists; key to drop is gone; key to add exists.
+    return code in (1050, 1304, 1359, 1537, 1091, 1826) or (code == 1005 and "errno: 121" in str(message))
+
+
+def _run_steps(raw, steps: list[tuple[str, dict]], error: type[Exception], done=None) -> None:
+    """Run steps in order; a step that fails (a view over a view not made yet) is retried after the others,
+    as long as each pass makes progress. `done(index)` is called after each one that succeeded."""
+    pending = list(enumerate(steps))
+    while pending:
+        failed, last_error = [], None
+        for index, (statement, session) in pending:
+            try:
+                _execute(raw, statement, session)
+            except error as exc:
+                if not _already_done(exc):
+                    failed.append((index, (statement, session)))
+                    last_error = exc
+                    continue
+            if done:
+                done(index)
+        if len(failed) == len(pending):
+            raise last_error
+        pending = failed
+
+
+def _finish(raw, old: str, error: type[Exception], steps_table: str = JOURNAL) -> None:
+    """Run the written-down steps that are not done yet (after the swap: the journal; when it did not happen:
+    the undo of the drops before it), then drop the restore's scratch databases."""
+    journal = f"{quote_name(old)}.{steps_table}"
+    with raw.cursor() as cursor:
+        cursor.execute(f"SELECT step, statement, session FROM {journal} ORDER BY step")
+        rows = cursor.fetchall()
+    steps = [(statement, json.loads(session)) for _step, statement, session in rows]
+
+    def done(index: int) -> None:
+        with raw.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {journal} WHERE step = %s", [rows[index][0]])
+
+    _run_steps(raw, steps, error, done)
+    with raw.cursor() as cursor:
+        cursor.execute("SET SESSION foreign_key_checks = 0")
+        for database in (old, old.replace(OLD_MARK, SCRATCH_MARK, 1)):
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote_name(database)}")
+        cursor.execute("SET SESSION foreign_key_checks = 1")
