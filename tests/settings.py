@@ -30,10 +30,12 @@ DATABASES["sqlite"]["TEST"] = {"NAME": f"{_scratch}/test_sqlite.sqlite3"}
 DATABASES["mariadb"] = env.db_url_config(
     os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/backups_mariadb")
 )
-DATABASES["mariadb"]["TEST"] = {"NAME": os.environ.get("TEST_MARIADB_NAME", f"test_backups_mariadb_{RUN_ID}")}
+# MIGRATE False: no migration runs there (some introspect tables the router keeps out).
+DATABASES["mariadb"]["TEST"] = {"NAME": os.environ.get("TEST_MARIADB_NAME", f"test_backups_mariadb_{RUN_ID}"),
+                                "MIGRATE": False}
 # A second database on that server, for restores into another database than the backup's.
 DATABASES["mariadb_copy"] = {**DATABASES["mariadb"], "NAME": "backups_mariadb_copy",
-                             "TEST": {"NAME": f"test_backups_mariadb_copy_{RUN_ID}"}}
+                             "TEST": {"NAME": f"test_backups_mariadb_copy_{RUN_ID}", "MIGRATE": False}}
 DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
 # Child processes started by a test (manage.py, cron) get the test's databases and storage through
