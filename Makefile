@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run admin-password test install system-deps bench clean screenshots
+.PHONY: run worker admin-password test install system-deps bench clean screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	scripts/build-deps.sh
@@ -26,7 +26,11 @@ run: install .env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py create_local_admin --url http://$(HOST):$(PORT)/admin/
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	scripts/run-dev.sh $(PY) $(HOST):$(PORT)
+
+# A backup worker for the configured task backend (BACKUP_TASK_BACKEND: db or rq), e.g. one per host.
+worker: install .env
+	$(PY) manage.py backup_worker
 
 # A new password for the local admin (kept in .admin-login); logs its open sessions out.
 admin-password: install .env

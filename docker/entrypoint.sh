@@ -1,6 +1,6 @@
 #!/bin/sh
-# Start the backup console's web server ("web", the default) or its cron daemon ("cron");
-# anything else runs as given (e.g. `python manage.py backup_list`).
+# Start the backup console's web server ("web", the default), its backup worker ("worker") or its cron
+# daemon ("cron"); anything else runs as given (e.g. `python manage.py backup_list`).
 set -eu
 
 case "${1:-web}" in
@@ -8,6 +8,10 @@ web)
     python manage.py migrate --noinput
     # More gunicorn options through GUNICORN_CMD_ARGS (e.g. "--workers=4 --timeout=120").
     exec gunicorn --pythonpath /app/docker static_wsgi:application --bind "0.0.0.0:${PORT:-8000}" --access-logfile -
+    ;;
+worker)
+    # Runs the backups and restores asked for from the admin, --background and the schedule.
+    exec python manage.py backup_worker
     ;;
 cron)
     if [ "$(id -u)" != 0 ]; then

@@ -12,6 +12,7 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
 [ -x /usr/sbin/cron ] || missing+=(cron)
 command -v zstd >/dev/null || missing+=(zstd)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "Missing system packages: ${missing[*]}; install them (apt-get install ${missing[*]})." >&2
@@ -55,4 +56,12 @@ fi
 # Debian's root@localhost logs in through the socket only; the tests connect over TCP as root without a password.
 if [ "$mhost" = 127.0.0.1 ] && ! mariadb --protocol=tcp -h "$mhost" -P "$mport" -uroot -e 'SELECT 1' >/dev/null 2>&1; then
   mariadb -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION"
+fi
+
+# Redis for the RQ task backend's tests (TEST_REDIS_URL, default redis://127.0.0.1:6379/13; nothing kept on disk).
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "Starting Redis ..."
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 40); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.25; done
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "Redis is not reachable at 127.0.0.1:6379." >&2; exit 1; }
 fi
