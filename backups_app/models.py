@@ -62,6 +62,8 @@ class BackupJob(models.Model):
     server_version = models.CharField(_("server version"), max_length=100, blank=True)
     tool_version = models.CharField(_("tool version"), max_length=100, blank=True)
     error = models.TextField(_("error"), blank=True)
+    # What the person should know about a backup that still completed (tables outside the snapshot, say).
+    warning = models.TextField(_("warning"), blank=True)
     hostname = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.IntegerField(_("process id"), null=True, blank=True)
     phase = models.CharField(_("phase"), max_length=16, choices=BackupPhase.choices, blank=True)
@@ -154,6 +156,7 @@ class Restore(models.Model):
     terminate_sessions = models.BooleanField(_("end other sessions"), default=False)
     trust_archive = models.BooleanField(_("archive trusted by the person who asked"), default=False)
     task_id = models.CharField(_("task id"), max_length=64, blank=True)
+    warning = models.TextField(_("warning"), blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

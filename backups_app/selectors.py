@@ -103,5 +103,7 @@ def backup_to_dict(job: BackupJob) -> dict:
         "server_version": job.server_version or None,
         "tool_version": job.tool_version or None,
         "error": job.error or None,
+        "warning": job.warning or None,
+        "phase": job.phase or None,
         "trusted": job.trusted,
     }

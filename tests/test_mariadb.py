@@ -610,6 +610,8 @@ def test_restore_into_another_database_of_another_name(shop):
 
 
 def test_backup_warns_about_tables_outside_the_snapshot(shop, caplog):
-    services.create_backup(database=shop)
-    assert ("has tables that the consistent snapshot does not cover (only InnoDB tables are dumped as of one "
-            "instant): search_words (MyISAM)") in caplog.text
+    job = services.create_backup(database=shop)
+    warning = ("has tables that the consistent snapshot does not cover (only InnoDB tables are dumped as of one "
+               "instant): search_words (MyISAM)")
+    assert warning in caplog.text
+    assert warning in BackupJob.objects.get(pk=job.pk).warning  # on the job, where its page and backup_show say it

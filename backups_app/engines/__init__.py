@@ -63,6 +63,8 @@ class Engine:
     def __init__(self, alias: str):
         self.alias = alias
         self.connection = connections[alias]
+        # What the person should know about an operation that still succeeded; recorded on its job.
+        self.warnings: list[str] = []
 
     @classmethod
     def recognises(cls, header: bytes) -> bool:

@@ -240,11 +240,12 @@ class MySQLEngine(Engine):
             "ORDER BY TABLE_NAME",
         )
         if tables:
-            logger.warning(
+            self.warnings.append(
                 _("Database %(alias)r has tables that the consistent snapshot does not cover (only InnoDB tables are "
                   "dumped as of one instant): %(tables)s.")
                 % {"alias": self.alias, "tables": ", ".join(row[0] for row in tables)}
             )
+            logger.warning(self.warnings[-1])
 
     @contextlib.contextmanager
     def dump(self) -> Iterator[BinaryIO]:
@@ -486,11 +487,12 @@ class _Restore:
                 _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
             ) from errors[0]
         if rewrite_definers:
-            logger.warning(
+            self.engine.warnings.append(
                 _("The user of database %(alias)r may not create objects for other users, so the restored views, "
                   "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).")
                 % {"alias": self.engine.alias}
             )
+            logger.warning(self.engine.warnings[-1])
 
     @staticmethod
     def _feed(source, target, errors, rewrite_definers: bool, enabled_events: set[str]) -> None:

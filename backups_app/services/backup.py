@@ -46,6 +46,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     job.file_name = _archive_name(job, engine)
     job.save()
     try:
+        engine.warnings.clear()
         info = engine.describe()
         job.server_version, job.tool_version = info.server_version, info.tool_version
         job.save(update_fields=["server_version", "tool_version"])
@@ -59,6 +60,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
                             bytes_written=counter.size, heartbeat_at=timezone.now()
                         )
                         last_report = time.monotonic()
+        job.warning = " ".join(engine.warnings)
         job.size_bytes = job.bytes_written = counter.size
         job.checksum_sha256 = counter.sha256.hexdigest()
         job.finished_at = timezone.now()

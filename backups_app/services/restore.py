@@ -217,6 +217,7 @@ def _run_restore(
             restore.save(update_fields=["safety_backup"])
         # Set before the engine starts: while it restores the catalog's database it locks the catalog.
         _set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
+        engine.warnings.clear()
         try:
             _restore_archive(engine, backup, keep, terminate)
         except RestoreIncomplete as exc:
@@ -237,6 +238,7 @@ def _run_restore(
         raise
     restore.status = RestoreStatus.COMPLETED
     restore.finished_at = timezone.now()
+    restore.warning = " ".join(engine.warnings)
     restore.save()
     # An update, not a save: the backup's record may be gone (deleted by hand), the restore still happened.
     BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)

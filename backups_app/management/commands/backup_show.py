@@ -28,6 +28,7 @@ class Command(BackupCommand):
                     "finished": restore.finished_at.isoformat() if restore.finished_at else None,
                     "safety_backup": restore.safety_backup_id,
                     "error": restore.error or None,
+                    "warning": restore.warning or None,
                 }
                 for restore in restores
             ]
