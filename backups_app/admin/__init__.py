@@ -37,7 +37,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     actions = ["restore_selected", "verify_selected", "retry_selected"]
     fieldsets = [
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
-                           "error_text", "warning"]}),
+                           "live_phase", "error_text", "warning"]}),
         (gettext_lazy("Timing"), {"fields": ["created_at", "started", "finished", "duration"]}),
         (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
                                               "checksum", "trusted", "server_version", "tool_version"]}),
@@ -154,6 +154,10 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     @admin.display(description=gettext_lazy("SHA-256"))
     def checksum(self, job):
         return live_backup(job, "checksum_full")
+
+    @admin.display(description=gettext_lazy("phase"))
+    def live_phase(self, job):
+        return live_backup(job, "phase")
 
     @admin.display(description=gettext_lazy("error"))
     def error_text(self, job):

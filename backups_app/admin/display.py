@@ -43,6 +43,7 @@ def backup_fields(job) -> dict[str, str]:
     """Return the text of each live field of a backup, by the name its `data-field` carries."""
     return {
         "status": job.get_status_display(),
+        "phase": capfirst(job.get_phase_display()) if job.phase and job.status in ACTIVE_STATUSES else "-",
         "started": when(job.started_at),
         "finished": when(job.finished_at),
         "duration": elapsed_text(job.started_at, job.finished_at),

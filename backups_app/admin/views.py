@@ -5,7 +5,6 @@ Each is wrapped in `admin_site.admin_view` (staff only) and checks its own model
 """
 
 import base64
-import hashlib
 import os
 
 from django.contrib import messages
@@ -34,12 +33,6 @@ TEMPLATES = "admin/backups_app/backupjob/"
 
 def _ids(text: str | None) -> list[int]:
     return [int(part) for part in (text or "").split(",") if part.strip().isdigit()][:200]
-
-
-def plan_signature(plan) -> str:
-    """Identify what a cleanup plan deletes, so that confirming deletes exactly what was previewed."""
-    names = sorted(str(job.pk) for job in plan.expired + plan.failed) + sorted(plan.leftovers)
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
 
 
 class BackupConsoleViews:
@@ -256,29 +249,26 @@ class BackupConsoleViews:
         if not form.is_bound or days is not None:
             plan = services.plan_cleanup(retention_days=days)
         if request.method == "POST" and request.POST.get("post") == "yes" and plan is not None:
-            if request.POST.get("plan") == plan_signature(plan):
-                return self.run_cleanup(request, plan, days)
-            self.message_user(
-                request, _("What the cleanup would delete has changed since the preview; check the list again."),
-                messages.WARNING,
-            )
+            try:
+                done = services.cleanup_backups(
+                    retention_days=days, acting_user=request.user, previewed=request.POST.get("plan", "")
+                )
+            except BackupError as exc:  # the plan changed since the preview: show it again
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                return self.cleanup_done(request, done)
         context = self.console_context(
             request,
             title=_("Clean up backups"),
             form=form,
             plan=plan,
-            plan_signature=plan_signature(plan) if plan else "",
+            plan_signature=plan.signature if plan else "",
             deletes_anything=bool(plan and (plan.expired or plan.failed or plan.leftovers)),
         )
         return TemplateResponse(request, TEMPLATES + "cleanup.html", context)
 
-    def run_cleanup(self, request, plan, days):
-        self.log_deletions(request, BackupJob.objects.filter(pk__in=[job.pk for job in plan.expired + plan.failed]))
-        try:
-            done = services.cleanup_backups(retention_days=days, acting_user=request.user)
-        except BackupError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(self.url("cleanup"))
+    def cleanup_done(self, request, done):
+        self.log_deletions(request, done.expired + done.failed)
         self.message_user(
             request,
             _("Cleanup deleted %(backups)d backups and %(leftovers)d leftover files, freeing %(size)s.")

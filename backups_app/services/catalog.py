@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -140,6 +141,12 @@ class CleanupPlan:
     leftovers: list[str]
     bytes_freed: int
 
+    @property
+    def signature(self) -> str:
+        """Identify what the plan deletes, so that confirming a preview deletes exactly what it showed."""
+        names = sorted(str(job.pk) for job in self.expired + self.failed) + sorted(self.leftovers)
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+
 
 def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     """Return what a cleanup would delete: completed and failed backups past retention (never a
@@ -173,12 +180,15 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     return CleanupPlan(expired, failed, leftovers, freed)
 
 
-def cleanup_backups(*, retention_days: int | None = None, acting_user=None) -> CleanupPlan:
+def cleanup_backups(*, retention_days: int | None = None, acting_user=None, previewed: str | None = None) -> CleanupPlan:
     """Delete what plan_cleanup() lists; return what was deleted.
 
-    A backup that a restore started to use since the plan was made is kept (delete_backup refuses it).
+    With `previewed` (the signature of a plan someone looked at), refuse unless the plan is still the
+    same. A backup that a restore started to use since the plan was made is kept (delete_backup refuses it).
     """
     plan = plan_cleanup(retention_days=retention_days)
+    if previewed is not None and previewed != plan.signature:
+        raise BackupError(_("What the cleanup would delete has changed since the preview; check the list again."))
     kept = set()
     for job in plan.expired + plan.failed:
         try:
