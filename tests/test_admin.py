@@ -1,9 +1,9 @@
 """The backup console in the Django admin, through Django's test client.
 
-Backups here are real (the `sqlite` alias, and pagila on PostgreSQL where a detached process
-runs). Tests that let the admin start its detached `manage.py` process are transactional: the
-process cannot see uncommitted rows, and the admin starts it only once the request's data is
-committed (so the non-transactional tests start none).
+Backups here are real (the `sqlite` alias, and pagila on PostgreSQL where a worker runs them).
+Tests whose jobs a real `manage.py backup_worker` runs are transactional: the worker cannot see
+uncommitted rows, and a job is queued only once the request's data is committed (so the
+non-transactional tests queue none).
 """
 
 import hashlib
