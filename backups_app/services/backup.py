@@ -123,12 +123,7 @@ def create_backup(
     seconds for a backup or restore of the same database that holds its lock. A job that is no
     longer PENDING when its turn comes (run already, or failed) is returned as it is: never run twice.
     """
-    compression = compression or setting("BACKUP_COMPRESSION")
-    if compression not in archives.SUFFIXES:
-        raise BackupError(
-            _("Unknown compression %(value)r: use one of %(choices)s.")
-            % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
-        )
+    compression = _checked_compression(compression)
     try:
         _check_description(description)
         engine = get_engine(database)
@@ -150,6 +145,17 @@ def create_backup(
 def _set_phase(job: BackupJob | None, phase: str) -> None:
     if job is not None and job.pk:
         BackupJob.objects.filter(pk=job.pk).update(phase=phase, heartbeat_at=timezone.now())
+
+
+def _checked_compression(compression: str | None) -> str:
+    """Return the compression to use (BACKUP_COMPRESSION when none is given), or say it is unknown."""
+    compression = compression or setting("BACKUP_COMPRESSION")
+    if compression not in archives.SUFFIXES:
+        raise BackupError(
+            _("Unknown compression %(value)r: use one of %(choices)s.")
+            % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
+        )
+    return compression
 
 
 def _check_description(description: str) -> None:

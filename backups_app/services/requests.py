@@ -13,14 +13,12 @@ from __future__ import annotations
 from django.db import router, transaction
 from django.utils.translation import gettext as _
 
-from .. import archives
-from ..conf import setting
 from ..engines import get_engine
 from ..errors import BackupError
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 from ..selectors import get_backup
 from ..signals import backup_requested, restore_requested
-from .backup import _check_description, create_backup
+from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
 from .restore import restorable_into, restore_backup, untrusted_refusal
 
@@ -42,12 +40,7 @@ def request_backup(
 
     It waits in the queue behind any other backup or restore of the same database.
     """
-    compression = compression or setting("BACKUP_COMPRESSION")
-    if compression not in archives.SUFFIXES:
-        raise BackupError(
-            _("Unknown compression %(value)r: use one of %(choices)s.")
-            % {"value": compression, "choices": ", ".join(archives.SUFFIXES)}
-        )
+    compression = _checked_compression(compression)
     _check_description(description)
     engine = get_engine(database)
     job = BackupJob.objects.create(
