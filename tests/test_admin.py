@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import socket
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 
@@ -27,7 +26,7 @@ from backups_app.schedule import next_run_of
 from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
-from .conftest import child_env, fingerprint, psql, url
+from .conftest import fingerprint, psql, url
 
 SQLITE = pytest.mark.django_db(databases=["default", "sqlite"])
 
@@ -440,7 +439,7 @@ def test_a_failed_restore_says_at_which_step_it_stopped(admin_client, backup, ba
     data = admin_client.get(url("status"), {"restores": restore.pk}).json()
     assert data["restores"][0]["fields"]["phase"] == "Stopped while checking the archive's checksum"
     page = admin_client.get(url("restore_status", restore.pk)).text
-    assert f'data-field="phase">Stopped while checking the archive&#x27;s checksum</span>' in page
+    assert 'data-field="phase">Stopped while checking the archive&#x27;s checksum</span>' in page
     assert "at most 45 s" in page and "BACKUP_LOCK_TIMEOUT" not in page
 
 

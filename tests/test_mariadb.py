@@ -279,12 +279,12 @@ def test_restore_waits_at_most_the_lock_timeout_then_terminates_when_asked(shop,
 def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
     """A test double makes the steps after the table swap fail once (no real fault reliably hits that
     sub-second window); the recovery that follows is real."""
-    from backups_app.engines import mysql
+    from backups_app.engines import mysql_restore
 
     job = services.create_backup(database=shop)
     mariadb("DELETE FROM orders WHERE id < 100; CREATE TABLE created_after (id int); DROP TRIGGER customer_email")
     before = fingerprint()
-    real_finish = mysql._finish
+    real_finish = mysql_restore._finish
     calls = []
 
     def fail_first_time(raw, old, error):
@@ -293,7 +293,7 @@ def test_failure_after_the_swap_puts_the_safety_backup_back(shop, monkeypatch):
             raise MySQLdb.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
         real_finish(raw, old, error)
 
-    monkeypatch.setattr(mysql, "_finish", fail_first_time)
+    monkeypatch.setattr(mysql_restore, "_finish", fail_first_time)
 
     with pytest.raises(BackupError, match=r"replacing its views, triggers, routines and events failed \(Lock wait "
                        r"timeout.*\).*put back as it was from safety backup #\d+"):
