@@ -104,6 +104,7 @@ def backup_to_dict(job: BackupJob) -> dict:
         "tool_version": job.tool_version or None,
         "error": job.error or None,
         "warning": job.warning or None,
-        "phase": job.phase or None,
+        # The step it is at, or stopped at; none once it completed.
+        "phase": (job.phase or None) if job.status not in USABLE_STATUSES else None,
         "trusted": job.trusted,
     }
