@@ -273,7 +273,10 @@ def _cannot_back_up(database: str) -> str:
 
 def _interrupted_jobs(database: str) -> list[BackupJob]:
     """Return the backups whose worker died, by the one rule of services.find_dead_jobs; change nothing."""
-    return [record for record, _reason in find_dead_jobs(database) if isinstance(record, BackupJob)]
+    return [
+        record for record, _reason in find_dead_jobs(database)
+        if isinstance(record, BackupJob) and record.status == BackupStatus.RUNNING
+    ]
 
 
 def _storage_problems(states, *, light: bool = False) -> list[Problem]:

@@ -40,7 +40,7 @@ def run_restore(restore_id: int) -> str:
         restore = services.run_requested_restore(restore_id=restore_id)
     except BackupError as exc:
         logger.warning("Restore #%s failed: %s", restore_id, exc)
-        restore = Restore.objects.get(pk=restore_id)
+    restore = Restore.objects.get(pk=restore_id)  # as it is now: a restore of the catalog may have changed it
     _log_restore(restore)
     return restore.status
 
@@ -53,6 +53,8 @@ def _log_restore(restore: Restore) -> None:
     """
     if restore.requested_by_id is None or restore.status not in (RestoreStatus.COMPLETED, RestoreStatus.FAILED):
         return
+    if restore.requested_by.get_username() != restore.requested_by_name:
+        return  # the restored users are not the ones who asked: never credit another person
     values = {"backup": restore.backup_id, "database": restore.database, "error": restore.error}
     if restore.status == RestoreStatus.COMPLETED:
         message = _("Restored backup #%(backup)s into database %(database)s.") % values

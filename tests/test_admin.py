@@ -461,19 +461,16 @@ def test_pages_and_the_status_endpoint_write_nothing(admin_client, backup):
 
 
 @SQLITE
-def test_a_failed_restore_can_be_retried_from_its_page(admin_client, admin_user, backup):
-    failed = Restore.objects.create(backup=backup, database="sqlite", status=RestoreStatus.FAILED,
-                                    take_safety_backup=False, terminate_sessions=True, error="the worker died")
+def test_a_failed_restore_is_retried_through_its_confirmation_page(admin_client, backup):
+    """Retry asks again for what a restore needs a person to say: the database typed, the trust."""
+    failed = Restore.objects.create(backup=backup, database="sqlite", status=RestoreStatus.FAILED, error="worker died")
     page = admin_client.get(url("restore_status", failed.pk)).text
-    assert url("restore_retry", failed.pk) in page
-    assert admin_client.get(url("restore_retry", failed.pk)).status_code == 405
+    retry = url("restore", backup.pk) + "?database=sqlite"
+    assert f'href="{retry}"' in page
 
-    response = admin_client.post(url("restore_retry", failed.pk))
-
-    again = Restore.objects.exclude(pk=failed.pk).get()
-    assert response["Location"] == url("restore_status", again.pk)
-    assert (again.status, again.backup, again.take_safety_backup, again.terminate_sessions, again.requested_by) == (
-        RestoreStatus.PENDING, backup, False, True, admin_user)
+    confirmation = admin_client.get(retry)
+    assert confirmation.status_code == 200 and confirmation.context["form"]["database"].value() == "sqlite"
+    assert Restore.objects.count() == 1  # nothing queued until confirmed
 
 
 # Cleanup and delete ----------------------------------------------------------------------------------

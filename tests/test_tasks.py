@@ -115,7 +115,7 @@ def test_worker_killed_mid_restore_leaves_the_database_unchanged_and_a_retry_suc
     wait_for(lambda: psql(pagila, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                   "AND application_name = 'django-backups'").strip() == "0", timeout=60)
     assert fingerprint(pagila) == before
-    retry = finished(Restore, services.retry_restore(restore=restore).pk)
+    retry = finished(Restore, services.request_restore(backup=backup, safety_backup=False).pk)  # the admin's Retry
     assert retry.status == RestoreStatus.COMPLETED
     assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
 

@@ -122,8 +122,8 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         return format_html('<span class="backup-clipped" title="{}">{}</span>', text, text) if text else "-"
 
     def changelist_view(self, request, extra_context=None):
-        # Dead jobs are found by the status endpoint that console.js polls while a job is active,
-        # so that the list itself costs the same few queries whatever the size of the catalog.
+        # The list only reads (the workers mark dead jobs), in the same few queries whatever the size of
+        # the catalog.
         extra_context = {
             **(extra_context or {}),
             "stats": stats_panel(),

@@ -66,7 +66,7 @@ class RestoreForm(forms.Form):
         if backup.trusted:
             del self.fields["trust_archive"]
         self.fields["database"].choices = database_choices(backup.engine)
-        self.fields["database"].initial = backup.database
+        self.fields["database"].initial = self.initial.get("database", backup.database)
         self.fields["terminate_sessions"].help_text = _(
             "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
         ) % {"timeout": seconds_text(setting("BACKUP_LOCK_TIMEOUT"))}

@@ -6,6 +6,7 @@ Each is wrapped in `admin_site.admin_view` (staff only) and checks its own model
 
 import base64
 import os
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
@@ -46,7 +47,6 @@ class BackupConsoleViews:
             path("status/", wrap(self.status_view), name="%s_%s_status" % info),
             path("cleanup/", wrap(self.cleanup_view), name="%s_%s_cleanup" % info),
             path("restores/<int:restore_id>/", wrap(self.restore_status_view), name="%s_%s_restore_status" % info),
-            path("restores/<int:restore_id>/retry/", wrap(self.restore_retry_view), name="%s_%s_restore_retry" % info),
             path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
             path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
             path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
@@ -166,7 +166,9 @@ class BackupConsoleViews:
         if not self.has_restore_permission(request):
             raise PermissionDenied
         job = self.get_job_or_404(request, object_id)
-        return self.restore_confirmation(request, job, RestoreForm(backup=job))
+        # ?database=… (the Retry link of a failed restore) chooses the target; the rest is asked again.
+        initial = {"database": request.GET["database"]} if request.GET.get("database") else {}
+        return self.restore_confirmation(request, job, RestoreForm(backup=job, initial=initial))
 
     def restore_confirmation(self, request, backup, form):
         try:
@@ -216,24 +218,12 @@ class BackupConsoleViews:
             status=restore.status,
             safety_url=self.safety_url(restore),
             lock_timeout=seconds_text(setting("BACKUP_LOCK_TIMEOUT")),
-            retry_url=self.url("restore_retry", restore.pk)
-            if restore.status == RestoreStatus.FAILED and self.has_restore_permission(request) else "",
+            # Retrying a restore asks for the confirmation (and any trust) again, as the first time.
+            retry_url=f"{self.url('restore', restore.backup_id)}?{urlencode({'database': restore.database})}"
+            if restore.status == RestoreStatus.FAILED and restore.backup_id and self.has_restore_permission(request)
+            else "",
         )
         return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
-
-    def restore_retry_view(self, request, restore_id):
-        """Ask again, with the same options, for a restore that failed (POST only)."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not self.has_restore_permission(request):
-            raise PermissionDenied
-        try:
-            restore = services.retry_restore(restore=restore_id, acting_user=request.user)
-        except BackupError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(self.url("restore_status", restore_id))
-        self.message_user(request, _("Queued again as restore #%(id)s.") % {"id": restore.pk}, messages.SUCCESS)
-        return HttpResponseRedirect(self.url("restore_status", restore.pk))
 
     # Cleanup ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from django.db import connections
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
-from ..errors import BackupError
+from ..errors import BackupError, DatabaseBusy
 
 # Django's connection.vendor -> the engine class that handles it.
 ENGINES = {
@@ -82,6 +82,14 @@ class Engine:
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the one-operation-at-a-time lock of this database; raise DatabaseBusy at once if taken."""
         raise NotImplementedError
+
+    def lock_is_free(self) -> bool:
+        """Return whether no operation holds this database's lock now, changing nothing (monitoring asks)."""
+        try:
+            with self.lock():
+                return True
+        except DatabaseBusy:
+            return False
 
     def dump(self) -> contextlib.AbstractContextManager[BinaryIO]:
         """Yield the uncompressed archive as a stream; raise BackupError on leaving if the dump failed."""

@@ -178,10 +178,13 @@ class MySQLEngine(Engine):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         raw = self._connect()
-        # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
-        name = f"django-backups:{self.database}"[:64]
+        name = self._lock_name()
         try:
-            (acquired,) = self._query(raw, "SELECT GET_LOCK(%s, 0)", [name])[0]
+            try:
+                (acquired,) = self._query(raw, "SELECT GET_LOCK(%s, 0)", [name])[0]
+            except self.connection.Database.Error as exc:
+                raise BackupError(_("Cannot take the lock of database %(alias)r: %(reason)s.")
+                                  % {"alias": self.alias, "reason": first_error_line(str(exc))}) from exc
             if not acquired:
                 raise DatabaseBusy(self.alias)
             try:
@@ -194,6 +197,21 @@ class MySQLEngine(Engine):
                 # later, and an operation started right after this one would find the lock still taken.
                 with contextlib.suppress(self.connection.Database.Error):
                     self._query(raw, "SELECT RELEASE_LOCK(%s)", [name])
+        finally:
+            raw.close()
+
+    def _lock_name(self) -> str:
+        # Named locks are server-wide, so the name carries the database's; MySQL caps it at 64 characters.
+        return f"django-backups:{self.database}"[:64]
+
+    def lock_is_free(self) -> bool:
+        # Not lock(): whoever takes the lock also finishes a stopped restore, which a probe must not do.
+        raw = self._connect()
+        try:
+            return bool(self._query(raw, "SELECT IS_FREE_LOCK(%s)", [self._lock_name()])[0][0])
+        except self.connection.Database.Error as exc:
+            raise BackupError(_("Cannot read the lock of database %(alias)r: %(reason)s.")
+                              % {"alias": self.alias, "reason": first_error_line(str(exc))}) from exc
         finally:
             raw.close()
 

@@ -23,7 +23,6 @@ from .requests import (
     request_backup,
     request_restore,
     retry_backup,
-    retry_restore,
     run_requested_backup,
     run_requested_restore,
 )
@@ -48,7 +47,6 @@ __all__ = [
     "request_restore",
     "restore_backup",
     "retry_backup",
-    "retry_restore",
     "run_requested_backup",
     "run_requested_restore",
     "verify_backup",

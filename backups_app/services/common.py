@@ -4,6 +4,7 @@ the one rule that finds jobs whose worker died."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -21,6 +22,8 @@ from ..errors import BackupError, DatabaseBusy
 from ..humanize import human_time
 from ..models import BackupJob, BackupStatus, Restore, RestoreStatus
 from ..selectors import running_jobs
+
+logger = logging.getLogger(__name__)
 
 
 def _user_fields(acting_user) -> dict:
@@ -94,8 +97,7 @@ def database_lock(engine: Engine, *, wait: float = 0, on_wait: Callable[[], None
                 if time.monotonic() >= deadline:
                     raise DatabaseBusy(_busy_message(engine.alias)) from exc
                 if on_wait is not None:
-                    on_wait()
-                    on_wait = None
+                    on_wait()  # each time: it also says the waiting worker is alive
                 time.sleep(LOCK_POLL_SECONDS)
         _fail_stale_jobs(engine.alias)
         yield
@@ -114,10 +116,7 @@ def find_dead_jobs(database: str | None = None) -> list[tuple[BackupJob | Restor
     dead = []
     for name in {record.database for record in running}:
         try:
-            with get_engine(name).lock():
-                lock_free = True
-        except DatabaseBusy:
-            lock_free = False
+            lock_free = get_engine(name).lock_is_free()
         except BackupError:
             lock_free = None  # unreachable: only the heartbeat can tell
         silent_since = timezone.now() - HEARTBEAT_LIMIT
@@ -132,23 +131,39 @@ def find_dead_jobs(database: str | None = None) -> list[tuple[BackupJob | Restor
                     "cannot be reached: it is taken for lost."
                 ) % {"minutes": int(HEARTBEAT_LIMIT.total_seconds() // 60)}))
     pending = [*BackupJob.objects.filter(status=BackupStatus.PENDING), *Restore.objects.filter(status=RestoreStatus.PENDING)]
+    long_ago = timezone.now() - HEARTBEAT_LIMIT
     for record in pending:
-        if database and record.database != database or not record.task_id:
+        if database and record.database != database:
+            continue
+        asked_at = record.created_at if isinstance(record, BackupJob) else record.started_at
+        if not record.task_id:
+            if asked_at < long_ago:
+                dead.append((record, _("This job was never queued (or was asked for by an older version); retry it.")))
             continue
         state = task_state(record.task_id)
         if state in ("SUCCESSFUL", "FAILED", None):
             dead.append((record, _(
                 "The task queued for this job ended without running it (see the worker's log); retry it."
             ) if state else _("The task queued for this job is no longer in the queue; retry it.")))
+        elif state == "RUNNING" and getattr(record, "heartbeat_at", None) and record.heartbeat_at < long_ago:
+            # Its worker took it and waited for the database's lock, saying so every second, then fell silent.
+            dead.append((record, _(
+                "The worker that took this job has not said it is alive for %(minutes)s minutes: it is taken for lost; "
+                "retry it."
+            ) % {"minutes": int(HEARTBEAT_LIMIT.total_seconds() // 60)}))
     return dead
 
 
 def task_state(task_id: str) -> str | None:
-    """Return the status of a queued task (READY, RUNNING, SUCCESSFUL, FAILED), or None if the queue lost it."""
+    """Return the status of a queued task (READY, RUNNING, SUCCESSFUL, FAILED), None if the queue lost it,
+    or UNKNOWN when the queue cannot be asked (Redis down, say): then nothing is concluded."""
     try:
         return default_task_backend.get_result(task_id).status
     except TaskResultDoesNotExist:
         return None
+    except Exception:  # noqa: BLE001  (any backend's connection error)
+        logger.warning("The task queue cannot be asked about task %s.", task_id, exc_info=True)
+        return "UNKNOWN"
 
 
 def fail_dead_jobs(database: str | None = None) -> int:

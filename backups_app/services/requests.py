@@ -11,6 +11,7 @@ create_backup() / restore_backup() directly.
 from __future__ import annotations
 
 from django.db import router, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..engines import get_engine
@@ -24,8 +25,10 @@ from .restore import restorable_into, restore_backup, untrusted_refusal
 
 
 def _announce_on_commit(signal, **record) -> None:
+    """Send `signal` once the record is committed: a worker must be able to read it when its task runs."""
     using = router.db_for_write(BackupJob)
-    transaction.on_commit(lambda: signal.send(sender=BackupJob, **record), using=using)
+    (instance,) = record.values()
+    transaction.on_commit(lambda: signal.send(sender=type(instance), **record), using=using)
 
 
 def request_backup(
@@ -85,18 +88,6 @@ def retry_backup(*, backup: BackupJob | int, acting_user=None) -> BackupJob:
     )
 
 
-def retry_restore(*, restore: Restore | int, acting_user=None) -> Restore:
-    """Ask again for a failed restore, with the same options."""
-    restore = Restore.objects.filter(pk=getattr(restore, "pk", restore)).select_related("backup").first()
-    if restore is None or restore.status != RestoreStatus.FAILED or restore.backup is None:
-        raise BackupError(_("Only a failed restore whose backup still exists can be retried."))
-    return request_restore(
-        backup=restore.backup, acting_user=acting_user, database=restore.database,
-        safety_backup=restore.take_safety_backup, terminate_sessions=restore.terminate_sessions,
-        trust_archive=restore.trust_archive,
-    )
-
-
 def run_requested_backup(*, job_id: int) -> BackupJob:
     """Run a PENDING backup as its record says (the worker's side of request_backup)."""
     job = get_backup(job_id)
@@ -113,7 +104,8 @@ def run_requested_restore(*, restore_id: int) -> Restore:
         return restore
     if restore.backup is None:
         Restore.objects.filter(pk=restore.pk).update(
-            status=RestoreStatus.FAILED, error=_("Its backup was deleted before the restore could run.")
+            status=RestoreStatus.FAILED, finished_at=timezone.now(),
+            error=_("Its backup was deleted before the restore could run."),
         )
         raise BackupError(_("Restore #%(id)s: its backup was deleted before it could run.") % {"id": restore.pk})
     return restore_backup(

@@ -239,7 +239,9 @@ def _run_restore(
     restore.status = RestoreStatus.COMPLETED
     restore.finished_at = timezone.now()
     restore.warning = " ".join(engine.warnings)
-    restore.save()
+    # Only these: a restore of the catalog's database may have set requested_by to NULL (a user the
+    # archive lacks), which the object in memory does not know.
+    restore.save(update_fields=["status", "finished_at", "warning"])
     # An update, not a save: the backup's record may be gone (deleted by hand), the restore still happened.
     BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)
     backup.status = BackupStatus.RESTORED

@@ -17,7 +17,7 @@ class Command(BackupCommand):
         parser.add_argument("--compression", choices=Compression.values, help="Override BACKUP_COMPRESSION.")
         parser.add_argument(
             "--trigger", choices=[BackupTrigger.MANUAL, BackupTrigger.SCHEDULED], default=BackupTrigger.MANUAL,
-            help="Who started it: manual (default) or scheduled (cron).",
+            help="Who started it: manual (default) or scheduled (as the schedule records it).",
         )
         parser.add_argument(
             "--background", action="store_true",
