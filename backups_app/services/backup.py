@@ -13,16 +13,9 @@ from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
 from ..errors import BackupError
 from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
-from .common import _process_fields, _user_fields, database_lock
+from .common import _process_fields, _user_fields, database_lock, mark_failed
 
 PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_written
-
-
-def _fail(job: BackupJob, reason: str) -> None:
-    job.status = BackupStatus.FAILED
-    job.error = reason
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "error", "finished_at"])
 
 
 def _archive_name(job: BackupJob, engine: Engine) -> str:
@@ -66,7 +59,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
         job.finished_at = timezone.now()
         archives.write_manifest(job.file_name, _manifest(job))
     except BackupError as exc:
-        _fail(job, str(exc))
+        mark_failed(job, str(exc))
         archives.delete(job.file_name)
         raise
     except OSError as exc:
@@ -76,11 +69,11 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
             ) % {"reason": exc.strerror}
         else:
             reason = _("Writing the archive failed: %(reason)s.") % {"reason": exc}
-        _fail(job, reason)
+        mark_failed(job, reason)
         archives.delete(job.file_name)
         raise BackupError(reason) from exc
     except BaseException:
-        _fail(job, _("The backup was interrupted."))
+        mark_failed(job, _("The backup was interrupted."))
         archives.delete(job.file_name)
         raise
     job.status = BackupStatus.COMPLETED
@@ -170,5 +163,5 @@ def _check_description(description: str) -> None:
 def _refuse(job: BackupJob | None, error: BackupError) -> BackupError:
     """Record on a job that never started why it did not."""
     if job is not None and job.pk and job.status == BackupStatus.PENDING:
-        _fail(job, str(error))
+        mark_failed(job, str(error))
     return error

@@ -70,6 +70,14 @@ QUEUED_LOCK_WAIT = 6 * 3600
 LOCK_POLL_SECONDS = 1.0
 
 
+def mark_failed(record: BackupJob | Restore, reason: str) -> None:
+    """Record that a backup or restore failed, and why; only these fields (others may have changed since)."""
+    record.status = BackupStatus.FAILED if isinstance(record, BackupJob) else RestoreStatus.FAILED
+    record.error = reason
+    record.finished_at = timezone.now()
+    record.save(update_fields=["status", "error", "finished_at"])
+
+
 def _fail_stale_jobs(database: str) -> None:
     """Mark the jobs of a database left RUNNING by a worker that died; call only while holding its lock."""
     now = timezone.now()

@@ -17,7 +17,7 @@ from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePha
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
-from .common import _process_fields, _user_fields, database_lock
+from .common import _process_fields, _user_fields, database_lock, mark_failed
 
 
 def _catalog_tables() -> list[KeptTable]:
@@ -86,7 +86,7 @@ def restore_backup(
             return _run_restore(engine, backup, restore, safety_backup, terminate_sessions, trust_archive)
     except BackupError as exc:
         if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
-            _fail_restore(restore, str(exc))
+            mark_failed(restore, str(exc))
         raise
 
 
@@ -115,13 +115,6 @@ def restorable_into(backup: BackupJob, database: str) -> Engine:
             % {"id": backup.pk, "archive": backup.engine, "database": database, "engine": engine.name}
         )
     return engine
-
-
-def _fail_restore(restore: Restore, reason: str) -> None:
-    restore.status = RestoreStatus.FAILED
-    restore.error = reason
-    restore.finished_at = timezone.now()
-    restore.save(update_fields=["status", "error", "finished_at"])
 
 
 def holds_the_catalog(engine: Engine) -> bool:
@@ -231,10 +224,10 @@ def _run_restore(
                       "(%(reason)s); run manage.py migrate.") % {"id": backup.pk, "reason": exc}
                 ) from exc
     except BackupError as exc:
-        _fail_restore(restore, str(exc))
+        mark_failed(restore, str(exc))
         raise
     except BaseException:
-        _fail_restore(restore, _("The restore was interrupted; the database is as it was before."))
+        mark_failed(restore, _("The restore was interrupted; the database is as it was before."))
         raise
     restore.status = RestoreStatus.COMPLETED
     restore.finished_at = timezone.now()

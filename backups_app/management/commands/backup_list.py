@@ -1,3 +1,5 @@
+from django.utils.translation import gettext as _
+
 from backups_app.humanize import human_size, human_time
 from backups_app.models import BackupJob, BackupStatus
 from backups_app.selectors import backup_to_dict
@@ -22,7 +24,10 @@ class Command(BackupCommand):
         if options["json"]:
             self.write_json([backup_to_dict(job) for job in jobs])
             return
-        self.stdout.write(f"{'ID':>6}  {'DATABASE':<12} {'STATUS':<10} {'TRIGGER':<18} {'CREATED':<18} {'SIZE':>9}  FILE")
+        self.stdout.write(
+            f"{_('ID'):>6}  {_('DATABASE'):<12} {_('STATUS'):<10} {_('TRIGGER'):<18} {_('CREATED'):<18} "
+            f"{_('SIZE'):>9}  {_('FILE')}"
+        )
         for job in jobs:
             self.stdout.write(
                 f"{job.pk:>6}  {job.database:<12} {job.status:<10} {job.trigger:<18} "

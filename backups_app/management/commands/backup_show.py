@@ -40,7 +40,7 @@ class Command(BackupCommand):
         for key, value in data.items():
             self.stdout.write(f"{key:>15}: {'' if value is None else value}")
         for restore in restores:
-            self.stdout.write(f"{'restore':>15}: " + _(
+            self.stdout.write(f"{_('restore'):>15}: " + _(
                 "#%(id)s into %(database)s, %(status)s; started %(started)s, finished %(finished)s, by %(user)s"
             ) % {
                 "id": restore.pk, "database": restore.database, "status": restore.status,
