@@ -12,7 +12,7 @@ import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from django.db import connections
 from django.utils.module_loading import import_string
@@ -152,9 +152,28 @@ def quote_ident(name: str) -> str:
     return '"%s"' % name.replace('"', '""')
 
 
+def chunks_of(source: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: source.read(CHUNK_SIZE), b"")
+
+
 def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
-    for chunk in iter(lambda: source.read(CHUNK_SIZE), b""):
+    for chunk in chunks_of(source):
         target.write(chunk)
+
+
+def feed_tool(chunks: Iterable[bytes], target: BinaryIO, errors: list[BaseException]) -> None:
+    """Write `chunks` into a tool's stdin (in a thread) and close it; record read errors, ignore a tool
+    that stopped early (its exit status says why)."""
+    try:
+        for chunk in chunks:
+            target.write(chunk)
+    except BrokenPipeError:
+        pass
+    except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the tool exits)
+        errors.append(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            target.close()
 
 
 class RereadableHead:

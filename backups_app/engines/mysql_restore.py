@@ -9,12 +9,12 @@ import logging
 import secrets
 import subprocess
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, RestoreIncomplete
-from . import KeptTable, tool_process
+from . import KeptTable, feed_tool, tool_process
 from .mysql import (
     DEFINER,
     EVENT_ENABLED,
@@ -148,27 +148,7 @@ class SwapRestore:
     @staticmethod
     def _feed(source, target, errors, rewrite_definers: bool, enabled_events: set[str]) -> None:
         """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
-        try:
-            for line in _checked_lines(source):
-                if not line.startswith((b"(", b"INSERT INTO ")):
-                    event = EVENT_ENABLED.match(line)
-                    if event:
-                        # Created disabled, so that it never runs in the scratch database; enabled once in place.
-                        enabled_events.add(event.group(2).replace(b"``", b"`").decode())
-                        line = event.group(1) + b"DISABLE" + line[event.end():]
-                    if line.startswith(b"  `") and b"nextval(`" in line:
-                        # A sequence default names the dump's database; inside the scratch one, name none.
-                        line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
-                    if rewrite_definers and b"DEFINER=" in line:
-                        line = DEFINER.sub(b"DEFINER=CURRENT_USER", line)
-                target.write(line)
-        except BrokenPipeError:
-            pass  # the client stopped early: its exit status says why.
-        except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the client exits)
-            errors.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                target.close()
+        feed_tool(_rewritten(source, rewrite_definers, enabled_events), target, errors)
 
     def _show_create(self, kind: str, database: str, name: str) -> dict:
         with self.raw.cursor() as cursor:
@@ -331,3 +311,20 @@ class SwapRestore:
         with self.raw.cursor() as cursor:
             rows = [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)]
             cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+
+
+def _rewritten(source: BinaryIO, rewrite_definers: bool, enabled_events: set[str]) -> Iterator[bytes]:
+    """Yield the archive's lines, the few statement lines that need it rewritten for the scratch database."""
+    for line in _checked_lines(source):
+        if not line.startswith((b"(", b"INSERT INTO ")):
+            event = EVENT_ENABLED.match(line)
+            if event:
+                # Created disabled, so that it never runs in the scratch database; enabled once in place.
+                enabled_events.add(event.group(2).replace(b"``", b"`").decode())
+                line = event.group(1) + b"DISABLE" + line[event.end():]
+            if line.startswith(b"  `") and b"nextval(`" in line:
+                # A sequence default names the dump's database; inside the scratch one, name none.
+                line = SEQUENCE_DEFAULT.sub("nextval(", line.decode()).encode()
+            if rewrite_definers and b"DEFINER=" in line:
+                line = DEFINER.sub(b"DEFINER=CURRENT_USER", line)
+        yield line

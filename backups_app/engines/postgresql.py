@@ -35,7 +35,17 @@ from django.utils.translation import gettext as _
 
 from ..conf import setting
 from ..errors import BackupError, DatabaseBusy
-from . import Engine, KeptTable, RereadableHead, ServerInfo, copy_stream, quote_ident, tool_environment, tool_process
+from . import (
+    Engine,
+    KeptTable,
+    RereadableHead,
+    ServerInfo,
+    chunks_of,
+    feed_tool,
+    quote_ident,
+    tool_environment,
+    tool_process,
+)
 from . import postgresql_database
 
 APPLICATION_NAME = "django-backups"
@@ -422,16 +432,7 @@ class PostgreSQLEngine(Engine):
 
     @staticmethod
     def _feed(source: BinaryIO, target: BinaryIO, errors: list[BaseException]) -> None:
-        """Copy `source` into a tool's stdin (in a thread); record read errors, ignore a tool that stopped."""
-        try:
-            copy_stream(source, target)
-        except BrokenPipeError:
-            pass  # the tool stopped early: its exit status says why.
-        except BaseException as exc:  # noqa: BLE001 (reported by the caller, after the tool exits)
-            errors.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                target.close()
+        feed_tool(chunks_of(source), target, errors)
 
     def _raise_input_failure(self, pg_restore, psql, feed_errors, lock_timeout: int) -> None:
         """Say why pg_restore stopped: psql failed first (the pipe broke), or the archive is unreadable."""
