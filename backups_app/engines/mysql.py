@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import queue
-import os
 import re
 import subprocess
 import threading
@@ -37,7 +36,7 @@ from django.db.backends.mysql.client import DatabaseClient
 from django.utils.translation import gettext as _
 
 from ..errors import BackupError, DatabaseBusy
-from . import CHUNK_SIZE, Engine, KeptTable, ServerInfo, tool_process
+from . import CHUNK_SIZE, Engine, KeptTable, ServerInfo, tool_environment, tool_process
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +164,8 @@ class MySQLEngine(Engine):
         }
         args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, [])
         # A --defaults-file option must come first, which settings_to_cmd_args_env already ensures.
-        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], {**_tool_env(), **(env or {})}
+        # tool_process() puts it over the minimal environment of client tools.
+        return [tool, *args[1:], "--default-character-set=utf8mb4", *options, database], env or {}
 
     def identity(self) -> tuple:
         # The server instance (its host and data directory) and the database's name in it.
@@ -230,7 +230,7 @@ class MySQLEngine(Engine):
             raw.close()
         try:
             output = subprocess.run(
-                [tool, "--version"], env=_tool_env(), capture_output=True, text=True, check=True
+                [tool, "--version"], env=tool_environment(), capture_output=True, text=True, check=True
             ).stdout
         except FileNotFoundError as exc:
             raise BackupError(
@@ -363,13 +363,6 @@ class MySQLEngine(Engine):
 
         SwapRestore(self, keep=keep, lock_timeout=lock_timeout, terminate_sessions=terminate_sessions).run(source)
         self.connection.close()
-
-
-def _tool_env() -> dict[str, str]:
-    """Return what a client tool needs from this process's environment: not the application's secrets
-    (DJANGO_SECRET_KEY, other databases' URLs)."""
-    return {name: value for name, value in os.environ.items()
-            if name in ("PATH", "HOME", "TZ", "LANG", "LANGUAGE") or name.startswith("LC_")}
 
 
 def _lines(source: BinaryIO) -> Iterator[bytes]:
