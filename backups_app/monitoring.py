@@ -188,8 +188,11 @@ def check_health(*, fail_dead: bool = False, light: bool = False) -> HealthRepor
     try:
         if fail_dead:
             report.dead_jobs_failed = fail_dead_jobs()
+        interrupted = _interrupted_jobs()
         for database in scheduled_databases():
-            report.databases[database] = _database_state(database, now, max_age, light=light)
+            report.databases[database] = _database_state(
+                database, now, max_age, [job for job in interrupted if job.database == database], light=light
+            )
     except DatabaseError as exc:
         report.problems.append(Problem(
             Level.CRITICAL, CATALOG,
@@ -211,7 +214,9 @@ def _probe(key: str, probe, *, cached: bool) -> str:
     return result
 
 
-def _database_state(database: str, now: datetime, max_age: float, *, light: bool = False) -> DatabaseState:
+def _database_state(
+    database: str, now: datetime, max_age: float, interrupted: list[BackupJob], *, light: bool = False
+) -> DatabaseState:
     state = DatabaseState(database)
     # By when they finished, as recorded; a backup dated in the future is reported, never counted.
     finished = finished_newest_first(database, now)
@@ -246,7 +251,7 @@ def _database_state(database: str, now: datetime, max_age: float, *, light: bool
             % {**values, "id": last.pk, "reason": _first_line(last.error or _("no reason recorded"))},
             database,
         ))
-    for job in _interrupted_jobs(database):
+    for job in interrupted:
         state.problems.append(Problem(
             Level.CRITICAL, INTERRUPTED,
             _("%(database)s: backup #%(id)s is marked running but its process is gone (run backup_check to "
@@ -271,10 +276,10 @@ def _cannot_back_up(database: str) -> str:
     return ""
 
 
-def _interrupted_jobs(database: str) -> list[BackupJob]:
-    """Return the backups whose worker died, by the one rule of services.find_dead_jobs; change nothing."""
+def _interrupted_jobs() -> list[BackupJob]:
+    """Return the running backups whose worker died, by the one rule of services.find_dead_jobs; change nothing."""
     return [
-        record for record, _reason in find_dead_jobs(database)
+        record for record, _reason in find_dead_jobs()
         if isinstance(record, BackupJob) and record.status == BackupStatus.RUNNING
     ]
 
