@@ -13,7 +13,7 @@ from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
 from ..errors import BackupError
 from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
-from .common import _process_fields, _user_fields, database_lock, mark_failed
+from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
 
 PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_written
 
@@ -120,7 +120,7 @@ def create_backup(
     try:
         _check_description(description)
         engine = get_engine(database)
-        with database_lock(engine, wait=wait, on_wait=lambda: _set_phase(job, BackupPhase.WAITING)):
+        with database_lock(engine, wait=wait, on_wait=lambda: set_phase(job, BackupPhase.WAITING)):
             if job is None:
                 job = BackupJob(
                     database=database, trigger=trigger, description=description, **_user_fields(acting_user)
@@ -133,11 +133,6 @@ def create_backup(
             return _run_backup(engine, job)
     except BackupError as exc:
         raise _refuse(job, exc)
-
-
-def _set_phase(job: BackupJob | None, phase: str) -> None:
-    if job is not None and job.pk:
-        BackupJob.objects.filter(pk=job.pk).update(phase=phase, heartbeat_at=timezone.now())
 
 
 def _checked_compression(compression: str | None) -> str:

@@ -70,6 +70,20 @@ QUEUED_LOCK_WAIT = 6 * 3600
 LOCK_POLL_SECONDS = 1.0
 
 
+def set_phase(record: BackupJob | Restore | None, phase: str) -> None:
+    """Say which step a job is at (a backup's says it is alive, too).
+
+    A queryset update: a full save() here could overwrite fields changed meanwhile.
+    """
+    if record is None or not record.pk:
+        return
+    fields = {"phase": phase}
+    if isinstance(record, BackupJob):
+        fields["heartbeat_at"] = timezone.now()
+    type(record).objects.filter(pk=record.pk).update(**fields)
+    record.phase = phase
+
+
 def mark_failed(record: BackupJob | Restore, reason: str) -> None:
     """Record that a backup or restore failed, and why; only these fields (others may have changed since)."""
     record.status = BackupStatus.FAILED if isinstance(record, BackupJob) else RestoreStatus.FAILED

@@ -17,7 +17,7 @@ from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePha
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
-from .common import _process_fields, _user_fields, database_lock, mark_failed
+from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
 
 
 def _catalog_tables() -> list[KeptTable]:
@@ -69,7 +69,7 @@ def restore_backup(
         backup = get_backup(backup)
         database = database or backup.database
         engine = restorable_into(backup, database)
-        with database_lock(engine, wait=wait, on_wait=lambda: _set_phase(restore, RestorePhase.WAITING)):
+        with database_lock(engine, wait=wait, on_wait=lambda: set_phase(restore, RestorePhase.WAITING)):
             if restore is None:
                 restore = Restore(
                     backup=backup, database=database, take_safety_backup=safety_backup,
@@ -144,13 +144,6 @@ def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: li
             )
 
 
-def _set_phase(restore: Restore | None, phase: str) -> None:
-    # A queryset update: a full save() here could overwrite fields the admin changed meanwhile.
-    if restore is not None and restore.pk:
-        Restore.objects.filter(pk=restore.pk).update(phase=phase)
-        restore.phase = phase
-
-
 def _restore_archive(engine: Engine, backup: BackupJob, keep: list[KeptTable], terminate: bool) -> None:
     with archives.backup_storage().open(backup.file_name, "rb") as raw:
         engine.restore(
@@ -186,7 +179,7 @@ def _run_restore(
     engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool, trust_archive: bool
 ) -> Restore:
     try:
-        _set_phase(restore, RestorePhase.CHECKING)
+        set_phase(restore, RestorePhase.CHECKING)
         if not backup.trusted and not trust_archive:
             raise BackupError(untrusted_refusal(backup))
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
@@ -197,7 +190,7 @@ def _run_restore(
         if keep:
             _check_archive_keeps_the_catalog(engine, backup, keep)
         if safety:
-            _set_phase(restore, RestorePhase.SAFETY_BACKUP)
+            set_phase(restore, RestorePhase.SAFETY_BACKUP)
             safety_job = BackupJob(
                 database=restore.database,
                 trigger=BackupTrigger.PRE_RESTORE_SAFETY,
@@ -209,7 +202,7 @@ def _run_restore(
             restore.safety_backup = _run_backup(engine, safety_job)
             restore.save(update_fields=["safety_backup"])
         # Set before the engine starts: while it restores the catalog's database it locks the catalog.
-        _set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
+        set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
         engine.warnings.clear()
         try:
             _restore_archive(engine, backup, keep, terminate)
