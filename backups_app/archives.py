@@ -316,7 +316,11 @@ def list_names() -> list[str]:
 
 def _not_links(directory: str, entries: list[str]) -> list[str]:
     names = [str(PurePosixPath(directory, entry)) if directory else entry for entry in entries]
-    return [name for name in names if not passes_through_link(name)]
+    root = local_path("")
+    if not root:
+        return names
+    # The listing never enters a linked directory, so only the entry itself can be a link.
+    return [name for name in names if not os.path.islink(os.path.join(root, name))]
 
 
 def storage_name(path: str) -> str:
