@@ -13,15 +13,7 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -x /usr/sbin/cron ] || missing+=(cron)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v redis-server >/dev/null || missing+=(redis-server)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    echo "Missing system packages: ${missing[*]}; install them (apt-get install ${missing[*]})." >&2
-    exit 1
-  fi
-  echo "Installing ${missing[*]} ..."
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" "for the tests" ${missing[@]+"${missing[@]}"}
 
 # PostgreSQL at the address the tests use (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432).
 host=${TEST_PGHOST:-127.0.0.1}
