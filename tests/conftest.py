@@ -151,6 +151,12 @@ def wait_for(predicate, timeout=30):
     return result
 
 
+def finished(record, timeout=120):
+    """Wait until a backup or restore has finished, following it as the admin's pages do; return it fresh."""
+    done = ("completed", "failed", "restored")
+    return wait_for(lambda: type(record).objects.filter(pk=record.pk, status__in=done).first(), timeout=timeout)
+
+
 class LockHolder:
     """A psql session holding a lock (taken by `statement`) in a database until released."""
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from backups_app.engines import get_engine
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
 
-from .conftest import ROOT, LockHolder, child_env, database_url, manage, psql, wait_for
+from .conftest import ROOT, LockHolder, child_env, database_url, finished, manage, psql, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -83,17 +82,6 @@ def test_readme_recovery_procedure_works_on_the_embedded_sqlite_default(tmp_path
                        4: ("completed", "pre_restore_safety")}
 
 
-def wait_until_finished(restore, timeout=90):
-    """Follow a restore the way the admin's status page does, until it has finished; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        restore.refresh_from_db()
-        if restore.status in (RestoreStatus.COMPLETED, RestoreStatus.FAILED):
-            return restore
-        assert time.monotonic() < deadline, f"restore #{restore.pk} is still {restore.status}"
-        time.sleep(0.2)
-
-
 def backdate(job, days):
     BackupJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=days))
     job.refresh_from_db()
@@ -153,7 +141,7 @@ def test_a_backup_between_the_restore_request_and_its_worker_does_not_cancel_it(
         other = services.create_backup(database=pagila)  # takes the lock first, finishes first
     worker()
 
-    restore = wait_until_finished(restore)
+    restore = finished(restore, timeout=90)
     assert (restore.status, restore.error) == (RestoreStatus.COMPLETED, "")
     assert BackupJob.objects.get(pk=other.pk).status == BackupStatus.COMPLETED
     assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
@@ -172,7 +160,7 @@ def test_a_restore_asked_for_while_a_backup_runs_waits_for_it_then_runs(pagila, 
     finally:
         holder.release()
     dump.communicate(timeout=120)
-    restore = wait_until_finished(restore)
+    restore = finished(restore, timeout=90)
 
     assert BackupJob.objects.get(pk=running.pk).status == BackupStatus.COMPLETED
     assert (restore.status, restore.error) == (RestoreStatus.COMPLETED, "")

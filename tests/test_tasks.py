@@ -16,17 +16,11 @@ from backups_app.engines import get_engine
 from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
 from backups_app.services.common import DEAD_REASON
 
-from .conftest import ROOT, LockHolder, child_env, fingerprint, psql, wait_for
+from .conftest import ROOT, LockHolder, child_env, finished, fingerprint, psql, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-def finished(model, pk, timeout=120):
-    """Wait until a job or restore has finished; return it."""
-    done = (BackupStatus.COMPLETED, BackupStatus.FAILED, BackupStatus.RESTORED)
-    return wait_for(lambda: model.objects.filter(pk=pk, status__in=done).first(), timeout=timeout)
 
 
 def kill_worker(process):
@@ -59,7 +53,7 @@ def test_two_rq_workers_run_six_backups_of_three_databases_each_once_never_two_o
         out, err = request.communicate(timeout=120)
         assert request.returncode == 0 and "is queued" in out, err
 
-    jobs = [finished(BackupJob, job.pk, timeout=240) for job in BackupJob.objects.all()]
+    jobs = [finished(job, timeout=240) for job in BackupJob.objects.all()]
 
     assert len(jobs) == 6 and {job.status for job in jobs} == {BackupStatus.COMPLETED}, [j.error for j in jobs]
     by_database = defaultdict(list)
@@ -82,14 +76,14 @@ def test_worker_killed_mid_backup_fails_the_job_within_the_bound_and_a_retry_suc
         wait_for(lambda: BackupJob.objects.filter(pk=job.pk, status=BackupStatus.RUNNING).exists(), timeout=60)
         kill_worker(first)
         worker()  # any worker, on any host, finds it at its next sweep
-        job = finished(BackupJob, job.pk, timeout=60)
+        job = finished(job, timeout=60)
     finally:
         holder.release()
 
     assert (job.status, job.error) == (BackupStatus.FAILED, str(DEAD_REASON))
     with get_engine(pagila).lock():  # free
         pass
-    retry = finished(BackupJob, services.retry_backup(backup=job).pk)
+    retry = finished(services.retry_backup(backup=job))
     assert retry.status == BackupStatus.COMPLETED and services.verify_backup(backup=retry).ok
 
 
@@ -106,7 +100,7 @@ def test_worker_killed_mid_restore_leaves_the_database_unchanged_and_a_retry_suc
                                       "AND wait_event_type = 'Lock'").strip() != "0", timeout=60)
         kill_worker(first)
         worker()
-        restore = finished(Restore, restore.pk, timeout=60)
+        restore = finished(restore, timeout=60)
     finally:
         holder.release()
 
@@ -115,7 +109,7 @@ def test_worker_killed_mid_restore_leaves_the_database_unchanged_and_a_retry_suc
     wait_for(lambda: psql(pagila, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                   "AND application_name = 'django-backups'").strip() == "0", timeout=60)
     assert fingerprint(pagila) == before
-    retry = finished(Restore, services.request_restore(backup=backup, safety_backup=False).pk)  # the admin's Retry
+    retry = finished(services.request_restore(backup=backup, safety_backup=False))  # the admin's Retry
     assert retry.status == RestoreStatus.COMPLETED
     assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
 
