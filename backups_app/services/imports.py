@@ -47,7 +47,9 @@ def _checked_manifest(manifest: dict, manifest_name: str) -> dict:
     manifest_id = manifest.get("id")
     if manifest_id is not None and (type(manifest_id) is not int or not 0 < manifest_id <= MAX_ID):
         raise _invalid(manifest_name, "id", manifest_id)
-    for field, limit in (("database", 100), ("description", None), ("server_version", None), ("tool_version", None)):
+    database_limit = BackupJob._meta.get_field("database").max_length
+    for field, limit in (("database", database_limit), ("description", None), ("server_version", None),
+                         ("tool_version", None)):
         value = manifest.get(field) or ""
         # PostgreSQL refuses NUL characters in text, and an alias longer than its column.
         if not isinstance(value, str) or "\x00" in value or (limit and len(value) > limit):
