@@ -6,7 +6,7 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
-from backups_app.models import BackupStatus, RestoreStatus
+from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupStatus, RestoreStatus
 
 ACTIVE_STATUSES = (BackupStatus.PENDING, BackupStatus.RUNNING)
 
@@ -76,19 +76,20 @@ def safety_text(restore) -> str:
     }
 
 
-def phase_text(restore, running: bool) -> str:
+def phase_text(restore) -> str:
     """Say which step a running restore is at, or at which step a failed one stopped."""
-    if running:
+    if restore.status in ACTIVE_RESTORE_STATUSES:
         return capfirst(restore.get_phase_display()) if restore.phase else _("Queued, waiting for a worker")
     if restore.status == RestoreStatus.FAILED and restore.phase:
         return _("Stopped while %(phase)s") % {"phase": restore.get_phase_display()}
     return "-"
 
 
-def restore_fields(restore, running: bool) -> dict[str, str]:
+def restore_fields(restore) -> dict[str, str]:
+    running = restore.status in ACTIVE_RESTORE_STATUSES
     status = restore.get_status_display()
     return {
-        "phase": phase_text(restore, running),
+        "phase": phase_text(restore),
         "safety": safety_text(restore),
         "status": status,
         "started": when(restore.started_at),
@@ -98,13 +99,13 @@ def restore_fields(restore, running: bool) -> dict[str, str]:
     }
 
 
-def restore_json(restore, running: bool, *, safety_url: str = "") -> dict:
+def restore_json(restore, *, safety_url: str = "") -> dict:
     safety = restore.safety_backup
     return {
         "id": restore.pk,
         "status": restore.status,
-        "active": running,
-        "fields": restore_fields(restore, running),
+        "active": restore.status in ACTIVE_RESTORE_STATUSES,
+        "fields": restore_fields(restore),
         "links": {"safety": safety_url},
         "safety_backup": backup_json(safety) if safety else None,
     }

@@ -105,7 +105,7 @@ class BackupConsoleViews:
         data = {
             "backups": [backup_json(job) for job in BackupJob.objects.filter(pk__in=_ids(request.GET.get("backups")))],
             "restores": [
-                restore_json(restore, restore.status in ACTIVE_RESTORE_STATUSES, safety_url=self.safety_url(restore))
+                restore_json(restore, safety_url=self.safety_url(restore))
                 for restore in restores
             ],
             "active": BackupJob.objects.filter(status__in=ACTIVE_STATUSES).exists()
@@ -214,7 +214,7 @@ class BackupConsoleViews:
             title=_("Restore #%(id)s into %(database)s") % {"id": restore.pk, "database": restore.database},
             restore=restore,
             running=running,
-            fields=restore_fields(restore, running),
+            fields=restore_fields(restore),
             status=restore.status,
             safety_url=self.safety_url(restore),
             lock_timeout=seconds_text(setting("BACKUP_LOCK_TIMEOUT")),
