@@ -63,7 +63,8 @@ def restore_backup(
     with `trust_archive`: its archive may hold any SQL, and the restore runs it.
 
     `restore` is a PENDING record made by request_restore(), run by a worker: it waits up to `wait`
-    seconds for a backup or restore of the same database, and is never run twice.
+    seconds for a backup or restore of the same database, and is never run twice. The options a restore
+    runs with are those on its record (a new record takes them from the arguments).
     """
     try:
         backup = get_backup(backup)
@@ -83,7 +84,7 @@ def restore_backup(
             for field, value in _process_fields().items():
                 setattr(restore, field, value)
             restore.save()
-            return _run_restore(engine, backup, restore, safety_backup, terminate_sessions, trust_archive)
+            return _run_restore(engine, backup, restore)
     except BackupError as exc:
         if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
             mark_failed(restore, str(exc))
@@ -175,12 +176,11 @@ def _put_back_safety_backup(
     )
 
 
-def _run_restore(
-    engine: Engine, backup: BackupJob, restore: Restore, safety: bool, terminate: bool, trust_archive: bool
-) -> Restore:
+def _run_restore(engine: Engine, backup: BackupJob, restore: Restore) -> Restore:
+    """Run a RUNNING restore record with the options it holds; the caller holds the database's lock."""
     try:
         set_phase(restore, RestorePhase.CHECKING)
-        if not backup.trusted and not trust_archive:
+        if not backup.trusted and not restore.trust_archive:
             raise BackupError(untrusted_refusal(backup))
         # The checksum proves the archive is the one the backup wrote (backup_verify also reads it through).
         problem = checksum_problem(backup)
@@ -189,7 +189,7 @@ def _run_restore(
         keep = _catalog_tables() if holds_the_catalog(engine) else []
         if keep:
             _check_archive_keeps_the_catalog(engine, backup, keep)
-        if safety:
+        if restore.take_safety_backup:
             set_phase(restore, RestorePhase.SAFETY_BACKUP)
             safety_job = BackupJob(
                 database=restore.database,
@@ -205,7 +205,7 @@ def _run_restore(
         set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
         engine.warnings.clear()
         try:
-            _restore_archive(engine, backup, keep, terminate)
+            _restore_archive(engine, backup, keep, restore.terminate_sessions)
         except RestoreIncomplete as exc:
             raise _put_back_safety_backup(engine, restore.safety_backup, keep, exc) from exc
         if keep:
