@@ -91,10 +91,8 @@ def retry_backup(*, backup: BackupJob | int, acting_user=None) -> BackupJob:
 def run_requested_backup(*, job_id: int) -> BackupJob:
     """Run a PENDING backup as its record says (the worker's side of request_backup)."""
     job = get_backup(job_id)
-    return create_backup(
-        database=job.database, acting_user=job.requested_by, trigger=job.trigger, description=job.description,
-        compression=job.compression, job=job, wait=QUEUED_LOCK_WAIT,
-    )
+    # Who asked, the trigger and the description are on the record already.
+    return create_backup(database=job.database, compression=job.compression, job=job, wait=QUEUED_LOCK_WAIT)
 
 
 def run_requested_restore(*, restore_id: int) -> Restore:
