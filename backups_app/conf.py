@@ -16,6 +16,10 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_RETENTION_DAYS": 7,
     # Seconds pg_dump and a restore wait for locks held by other sessions.
     "BACKUP_LOCK_TIMEOUT": 30,
+    # How a PostgreSQL restore replaces the database: auto (swap where the role can), swap or in-place.
+    "BACKUP_RESTORE_STRATEGY": "auto",
+    # Hours a swap keeps the replaced database (for backup_restore --undo) before cleanup drops it.
+    "BACKUP_KEEP_REPLACED_HOURS": 24.0,
     # Signs the manifests (HMAC-SHA256); empty: derived from SECRET_KEY.
     "BACKUP_SIGNING_KEY": "",
     # The aliases the schedule backs up and monitoring watches (empty: every configured database).

@@ -120,6 +120,16 @@ class RestorePhase(models.TextChoices):
     SAFETY_BACKUP = "safety_backup", _("taking a safety backup of the database")
     RESTORING = "restoring", _("restoring the archive")
     KEEPING_CATALOG = "keeping_catalog", _("restoring the archive, keeping the list of backups and restores")
+    DECOMPRESSING = "decompressing", _("writing the plain archive to a temporary file")
+    LOADING = "loading", _("loading the archive into a new database")
+    SWAPPING = "swapping", _("swapping the new database in for the live one")
+
+
+class RestoreStrategy(models.TextChoices):
+    AUTO = "auto", _("swap where the role can, else in place")
+    SWAP = "swap", _("swap: load a new database, then rename it in")
+    IN_PLACE = "in-place", _("in place: replace the content in one transaction")
+    INTO = "into", _("into a new database, nothing existing touched")
 
 
 class Restore(models.Model):
@@ -157,6 +167,18 @@ class Restore(models.Model):
     trust_archive = models.BooleanField(_("archive trusted by the person who asked"), default=False)
     task_id = models.CharField(_("task id"), max_length=64, blank=True)
     warning = models.TextField(_("warning"), blank=True)
+    # Asked for (auto, swap, in-place, into), then the one used, with why.
+    strategy = models.CharField(_("strategy"), max_length=16, choices=RestoreStrategy.choices, blank=True)
+    strategy_reason = models.CharField(_("why this strategy"), max_length=255, blank=True)
+    jobs = models.PositiveSmallIntegerField(_("parallel jobs"), null=True, blank=True)
+    # --into: the new database (SQLite: file) made from the backup; --table: only these tables, comma-separated.
+    into = models.CharField(_("into new database"), max_length=255, blank=True)
+    tables = models.TextField(_("only these tables"), blank=True)
+    scratch_bytes = models.BigIntegerField(_("temporary disk used (bytes)"), null=True, blank=True)
+    # A swap keeps the replaced database under this name until cleanup drops it, for an undo.
+    kept_database = models.CharField(_("replaced database kept as"), max_length=63, blank=True)
+    kept_dropped_at = models.DateTimeField(_("kept database dropped"), null=True, blank=True)
+    undone_at = models.DateTimeField(_("undone"), null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -121,6 +121,10 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=_defaults["BACKUP_RETENTION_DAYS"])
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default=_defaults["BACKUP_COMPRESSION"])
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_LOCK_TIMEOUT"])
+BACKUP_RESTORE_STRATEGY = env("BACKUP_RESTORE_STRATEGY", default=_defaults["BACKUP_RESTORE_STRATEGY"])
+if BACKUP_RESTORE_STRATEGY not in ("auto", "swap", "in-place"):
+    raise ImproperlyConfigured(f"BACKUP_RESTORE_STRATEGY is {BACKUP_RESTORE_STRATEGY!r}; use auto, swap or in-place.")
+BACKUP_KEEP_REPLACED_HOURS = env.float("BACKUP_KEEP_REPLACED_HOURS", default=_defaults["BACKUP_KEEP_REPLACED_HOURS"])
 # Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.
 BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING_KEY"])
 

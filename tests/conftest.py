@@ -42,6 +42,24 @@ def backup_dir(tmp_path, settings):
 
 
 @pytest.fixture(autouse=True)
+def no_databases_left_by_swaps(request):
+    """Drop the databases a restore by swap keeps or leaves (NAME__before_restore_ID and the like) of this
+    run's test databases, after each test that used PostgreSQL."""
+    yield
+    if settings.POSTGRESQL and request.node.get_closest_marker("django_db"):
+        drop_swap_leftovers()
+
+
+def drop_swap_leftovers() -> None:
+    """Drop the databases that restores by swap kept or left for this run's test databases."""
+    pattern = f"test\\_backups%\\_{settings.RUN_ID}\\_\\_%"
+    from backups_app.engines import get_engine
+
+    for name in psql("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}'").split():
+        get_engine("target").on_database(name).drop_database()  # subscriptions first, as cleanup does
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     """/health/ keeps its probes in Django's cache for a minute: no test sees another test's."""
     cache.clear()

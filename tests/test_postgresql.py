@@ -19,6 +19,12 @@ from .conftest import ROOT, LockHolder, child_env, fingerprint, psql, wait_for
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
 
+@pytest.fixture(autouse=True)
+def in_place(settings):
+    """These tests are about the in-place restore (one transaction); tests/test_restore_swap.py has the swap's."""
+    settings.BACKUP_RESTORE_STRATEGY = "in-place"
+
+
 def test_round_trip_restores_identical_content_over_changed_database(pagila, backup_dir):
     before = fingerprint(pagila)
     job = services.create_backup(database=pagila, description="pagila")
@@ -268,7 +274,8 @@ def test_restore_killed_with_sigkill_leaves_no_temporary_file(pagila, backup_dir
     holder = LockHolder(pagila, "LOCK TABLE film IN ACCESS EXCLUSIVE MODE")
     try:
         child = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "backup_restore", str(job.pk), "--no-input", "--no-safety-backup"],
+            [sys.executable, str(ROOT / "manage.py"), "backup_restore", str(job.pk), "--no-input", "--no-safety-backup",
+             "--strategy", "in-place"],
             env={**child_env(backup_dir), "TMPDIR": str(temporary), "BACKUP_LOCK_TIMEOUT": "120"}, cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

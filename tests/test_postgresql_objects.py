@@ -8,9 +8,17 @@ from backups_app.engines import postgresql_database
 from backups_app.errors import BackupError
 from backups_app.models import RestoreStatus
 
-from .conftest import psql, rows
+from .conftest import drop_swap_leftovers, psql, rows
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
+
+
+@pytest.fixture(autouse=True, params=["in-place", "swap"])
+def strategy(request, settings):
+    """Every test here runs with both restore strategies: the database-level objects and properties must
+    come back the same whether the content is replaced in place or a new database is swapped in."""
+    settings.BACKUP_RESTORE_STRATEGY = request.param
+    return request.param
 
 # Roles are cluster-wide: named after this branch (pg-restore-objects), so that parallel suites do not collide.
 LOW = "restore_objects_low"  # "pg_" is reserved
@@ -49,6 +57,7 @@ def low_role(target):
     psql("postgres", f"DROP ROLE IF EXISTS {LOW}")
     psql("postgres", f"CREATE ROLE {LOW} NOLOGIN")
     yield LOW
+    drop_swap_leftovers()  # a database kept by a swap holds objects of the role too
     psql(target, f"DROP OWNED BY {LOW}")  # its objects and grants, here the only database it has any
     psql("postgres", f"DROP ROLE {LOW}")
 
@@ -260,10 +269,13 @@ APP = "restore_objects_app"
 
 
 @pytest.fixture
-def as_database_owner(target):
-    """Make a role without superuser rights own `target`, and connect to it as that role (psql("target") too)."""
+def as_database_owner(target, strategy):
+    """Make a role without superuser rights own `target`, and connect to it as that role (psql("target") too).
+    For a swap it may create databases and end sessions, as a swap needs."""
     psql("postgres", f"DROP ROLE IF EXISTS {APP}")
     psql("postgres", f"CREATE ROLE {APP} LOGIN")
+    if strategy == "swap":
+        psql("postgres", f"ALTER ROLE {APP} CREATEDB; GRANT pg_signal_backend TO {APP}")
     psql("postgres", f"ALTER DATABASE {target} OWNER TO {APP}")
     settings = connections["target"].settings_dict
     connections["target"].close()
@@ -271,6 +283,7 @@ def as_database_owner(target):
     yield APP
     connections["target"].close()
     settings["USER"] = user
+    drop_swap_leftovers()
     psql("postgres", f"ALTER DATABASE {target} OWNER TO {user}")
     psql(target, f"DROP OWNED BY {APP}")
     psql("postgres", f"DROP ROLE {APP}")

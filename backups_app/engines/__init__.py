@@ -92,6 +92,9 @@ class Engine:
         except DatabaseBusy:
             return False
 
+    def recover_interrupted_restore(self) -> None:
+        """Undo what a restore killed half-way left behind; called by whoever has just taken the lock."""
+
     def dump(self) -> contextlib.AbstractContextManager[BinaryIO]:
         """Yield the uncompressed archive as a stream; raise BackupError on leaving if the dump failed."""
         raise NotImplementedError

@@ -101,6 +101,25 @@ class NewDatabaseMixin:
             return False, _("the role may not end other roles' sessions (pg_signal_backend)")
         return True, _("the role may create databases, owns this one and may end sessions")
 
+    def recover_interrupted_restore(self) -> None:
+        """After a swap killed half-way (whoever holds the lock knows none runs): let sessions connect to the
+        live database again, and drop the new databases it was loading."""
+        live = self.database_name
+        prefix = kept_name(live, "__restoring_")
+        try:
+            with self._maintenance() as raw, raw.cursor() as cursor:
+                cursor.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [live])
+                row = cursor.fetchone()
+                if row and not row[0]:
+                    cursor.execute(f"ALTER DATABASE {quote_ident(live)} ALLOW_CONNECTIONS true")
+                cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND "
+                               "substr(datname, length(%s) + 1) ~ '^[0-9]+$'", [prefix, prefix])
+                leftovers = [name for (name,) in cursor.fetchall()]
+        except BackupError:
+            return  # no maintenance database: no swap ran
+        for name in leftovers:
+            self.on_database(name).drop_database()
+
     # Create and drop ----------------------------------------------------------------------------
 
     def _create_like_this(self, name: str) -> None:
@@ -112,6 +131,9 @@ class NewDatabaseMixin:
                 "FROM pg_database d WHERE d.datname = %s", [self.database_name],
             )
             encoding, collate, ctype, provider, icu_locale, owner, may_own = cursor.fetchone()
+            if len(name.encode()) > MAX_NAME_BYTES:
+                raise BackupError(_("A database name has at most %(max)s bytes; %(name)s is longer.")
+                                  % {"max": MAX_NAME_BYTES, "name": name})
             if self._database_exists(raw, name):
                 raise BackupError(_("Database %(name)s already exists; choose a name no database has.") % {"name": name})
             options = [f"TEMPLATE template0 ENCODING {quote_literal(encoding)} LC_COLLATE {quote_literal(collate)} "
@@ -129,8 +151,26 @@ class NewDatabaseMixin:
     def drop_database(self) -> None:
         self._refuse_dropping_a_configured_database()
         self.connection.close()
+        name = quote_ident(self.database_name)
         with self._maintenance() as raw, raw.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(self.database_name)} WITH (FORCE)")
+            # A database with subscriptions cannot be dropped: they are dropped first, from inside it.
+            cursor.execute("SELECT EXISTS (SELECT FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                           "WHERE d.datname = %s)", [self.database_name])
+            if cursor.fetchone()[0]:
+                cursor.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+                inside = self._connect()
+                try:
+                    with inside.cursor() as subscriptions:
+                        subscriptions.execute(postgresql_database.drop_event_triggers()
+                                              + postgresql_database.drop_database_objects())
+                finally:
+                    inside.close()
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def allow_connections(self, name: str, allow: bool) -> None:
+        """Let sessions connect to database `name` on this server, or not (a kept database refuses them)."""
+        with self._maintenance() as raw, raw.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {quote_ident(name)} ALLOW_CONNECTIONS {'true' if allow else 'false'}")
 
     def database_size(self, name: str) -> int | None:
         """Return the size in bytes of database `name` on this server, None if there is none."""
@@ -174,10 +214,12 @@ class NewDatabaseMixin:
             if entry_list is not None:
                 os.close(entry_list)
         if returncode < 0:
-            raise BackupError(_("pg_restore was killed by signal %(signal)s; the new database is dropped.")
+            raise BackupError(_("pg_restore was killed by signal %(signal)s; the restore was rolled back (its new "
+                                "database dropped), the live database is unchanged.")
                               % {"signal": -returncode})
         if returncode != 0 and exit_on_error:
-            raise BackupError(_("pg_restore failed: %(reason)s.") % {"reason": first_error_line(stderr)})
+            raise BackupError(_("The restore failed and was rolled back (its new database dropped), the live database "
+                                "is unchanged: %(reason)s.") % {"reason": first_error_line(stderr)})
         return stderr
 
     def _toc(self, archive_path: str, options: list[str]) -> str:

@@ -26,7 +26,8 @@ from .requests import (
     run_requested_backup,
     run_requested_restore,
 )
-from .restore import restore_backup
+from .restore import restore_backup, undo_restore
+from .restore_swap import drop_expired_kept_databases, kept_databases_size
 
 __all__ = [
     "BackupError",
@@ -46,6 +47,9 @@ __all__ = [
     "request_backup",
     "request_restore",
     "restore_backup",
+    "undo_restore",
+    "drop_expired_kept_databases",
+    "kept_databases_size",
     "retry_backup",
     "run_requested_backup",
     "run_requested_restore",

@@ -121,6 +121,7 @@ def database_lock(engine: Engine, *, wait: float = 0, on_wait: Callable[[], None
                 if on_wait is not None:
                     on_wait()  # each time: it also says the waiting worker is alive
                 time.sleep(LOCK_POLL_SECONDS)
+        engine.recover_interrupted_restore()
         _fail_stale_jobs(engine.alias)
         yield
 

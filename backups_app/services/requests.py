@@ -10,13 +10,15 @@ create_backup() / restore_backup() directly.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..engines import get_engine
 from ..errors import BackupError
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus, RestoreStrategy
 from ..selectors import get_backup
 from ..signals import backup_requested, restore_requested
 from .backup import _check_description, _checked_compression, create_backup
@@ -62,8 +64,12 @@ def request_restore(
     safety_backup: bool = True,
     terminate_sessions: bool = False,
     trust_archive: bool = False,
+    strategy: str = "",
+    jobs: int | None = None,
+    into: str = "",
+    tables: Sequence[str] = (),
 ) -> Restore:
-    """Record a PENDING restore with its options and queue it; return it at once."""
+    """Record a PENDING restore with its options and queue it; return it at once (options: restore_backup())."""
     backup = get_backup(backup)
     database = database or backup.database
     restorable_into(backup, database)
@@ -72,6 +78,7 @@ def request_restore(
     restore = Restore.objects.create(
         backup=backup, database=database, status=RestoreStatus.PENDING, take_safety_backup=safety_backup,
         terminate_sessions=terminate_sessions, trust_archive=trust_archive, **_user_fields(acting_user),
+        strategy=RestoreStrategy.INTO if into else strategy, jobs=jobs, into=into, tables=",".join(tables),
     )
     _announce_on_commit(restore_requested, restore=restore)
     return restore
@@ -108,6 +115,6 @@ def run_requested_restore(*, restore_id: int) -> Restore:
         raise BackupError(_("Restore #%(id)s: its backup was deleted before it could run.") % {"id": restore.pk})
     return restore_backup(
         backup=restore.backup, acting_user=restore.requested_by, database=restore.database,
-        safety_backup=restore.take_safety_backup, terminate_sessions=restore.terminate_sessions,
+        safety_backup=restore.take_safety_backup and not restore.into, terminate_sessions=restore.terminate_sessions,
         restore=restore, trust_archive=restore.trust_archive, wait=QUEUED_LOCK_WAIT,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Sequence
+
 from django.apps import apps
 from django.core.management import call_command
 from django.db import connections, router
@@ -13,11 +16,13 @@ from .. import archives
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, RestoreIncomplete
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
+from ..engines.postgresql_swap import kept_name
+from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus, RestoreStrategy
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
 from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
+from .restore_swap import choose_strategy, restore_by_swap, restore_into
 
 
 def _catalog_tables() -> list[KeptTable]:
@@ -54,6 +59,10 @@ def restore_backup(
     restore: Restore | None = None,
     trust_archive: bool = False,
     wait: float = 0,
+    strategy: str = "",
+    jobs: int | None = None,
+    into: str = "",
+    tables: Sequence[str] = (),
 ) -> Restore:
     """Replace a database's content with a backup, all or nothing, after a safety backup of it.
 
@@ -65,16 +74,25 @@ def restore_backup(
     `restore` is a PENDING record made by request_restore(), run by a worker: it waits up to `wait`
     seconds for a backup or restore of the same database, and is never run twice. The options a restore
     runs with are those on its record (a new record takes them from the arguments).
+
+    `strategy` (auto, swap, in-place; blank: BACKUP_RESTORE_STRATEGY) says how the database is replaced;
+    swap loads with `jobs` parallel pg_restore jobs (default: the cores). `into` makes a new database
+    (SQLite: file) of that name instead, touching nothing that exists, with only `tables` if given.
     """
     try:
         backup = get_backup(backup)
         database = database or backup.database
         engine = restorable_into(backup, database)
-        with database_lock(engine, wait=wait, on_wait=lambda: set_phase(restore, RestorePhase.WAITING)):
+        into = into or (restore.into if restore is not None else "")
+        # A restore into a new database touches no existing one: it takes no database's lock.
+        lock = contextlib.nullcontext() if into else database_lock(
+            engine, wait=wait, on_wait=lambda: set_phase(restore, RestorePhase.WAITING))
+        with lock:
             if restore is None:
                 restore = Restore(
-                    backup=backup, database=database, take_safety_backup=safety_backup,
+                    backup=backup, database=database, take_safety_backup=safety_backup and not into,
                     terminate_sessions=terminate_sessions, trust_archive=trust_archive, **_user_fields(acting_user),
+                    strategy=RestoreStrategy.INTO if into else strategy, jobs=jobs, into=into, tables=",".join(tables),
                 )
             elif restore.pk:
                 restore.refresh_from_db()
@@ -186,6 +204,11 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore) -> Restore
         problem = checksum_problem(backup)
         if problem:
             raise BackupError(_("Backup #%(id)s is refused: %(problem)s") % {"id": backup.pk, "problem": problem})
+        if restore.into:
+            restore_into(engine, backup, restore)
+            return _completed(engine, restore)
+        restore.strategy, restore.strategy_reason = choose_strategy(engine, restore.strategy)
+        restore.save(update_fields=["strategy", "strategy_reason"])
         keep = _catalog_tables() if holds_the_catalog(engine) else []
         if keep:
             _check_archive_keeps_the_catalog(engine, backup, keep)
@@ -201,13 +224,16 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore) -> Restore
             )
             restore.safety_backup = _run_backup(engine, safety_job)
             restore.save(update_fields=["safety_backup"])
-        # Set before the engine starts: while it restores the catalog's database it locks the catalog.
-        set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
         engine.warnings.clear()
-        try:
-            _restore_archive(engine, backup, keep, restore.terminate_sessions)
-        except RestoreIncomplete as exc:
-            raise _put_back_safety_backup(engine, restore.safety_backup, keep, exc) from exc
+        if restore.strategy == RestoreStrategy.SWAP:
+            restore_by_swap(engine, backup, restore, keep)
+        else:
+            # Set before the engine starts: while it restores the catalog's database it locks the catalog.
+            set_phase(restore, RestorePhase.KEEPING_CATALOG if keep else RestorePhase.RESTORING)
+            try:
+                _restore_archive(engine, backup, keep, restore.terminate_sessions)
+            except RestoreIncomplete as exc:
+                raise _put_back_safety_backup(engine, restore.safety_backup, keep, exc) from exc
         if keep:
             try:
                 _migrate_if_behind(engine.alias)
@@ -222,13 +248,55 @@ def _run_restore(engine: Engine, backup: BackupJob, restore: Restore) -> Restore
     except BaseException:
         mark_failed(restore, _("The restore was interrupted; the database is as it was before."))
         raise
+    _completed(engine, restore)
+    # An update, not a save: the backup's record may be gone (deleted by hand), the restore still happened.
+    BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)
+    backup.status = BackupStatus.RESTORED
+    return restore
+
+
+def _completed(engine: Engine, restore: Restore) -> Restore:
     restore.status = RestoreStatus.COMPLETED
     restore.finished_at = timezone.now()
     restore.warning = " ".join(engine.warnings)
     # Only these: a restore of the catalog's database may have set requested_by to NULL (a user the
     # archive lacks), which the object in memory does not know.
     restore.save(update_fields=["status", "finished_at", "warning"])
-    # An update, not a save: the backup's record may be gone (deleted by hand), the restore still happened.
-    BackupJob.objects.filter(pk=backup.pk).update(status=BackupStatus.RESTORED)
-    backup.status = BackupStatus.RESTORED
+    return restore
+
+
+def undo_restore(*, restore: Restore | int, acting_user=None) -> Restore:
+    """Swap back, in one step, the database that a restore by swap replaced (kept until cleanup).
+
+    The restored database is dropped; restoring the catalog's database keeps the catalog as it is now.
+    """
+    restore_id = restore.pk if isinstance(restore, Restore) else restore
+    restore = Restore.objects.filter(pk=restore_id).first()
+    if restore is None:
+        raise BackupError(_("There is no restore #%(id)s; backup_list shows the restores.") % {"id": restore_id})
+    if restore.undone_at:
+        raise BackupError(_("Restore #%(id)s was undone already.") % {"id": restore.pk})
+    if restore.status != RestoreStatus.COMPLETED or not restore.kept_database:
+        raise BackupError(_("Restore #%(id)s kept no replaced database: only a completed restore by swap can be "
+                            "undone.") % {"id": restore.pk})
+    if restore.kept_dropped_at:
+        raise BackupError(_("The database that restore #%(id)s replaced was dropped by cleanup; restore its safety "
+                            "backup or another backup instead.") % {"id": restore.pk})
+    engine = get_engine(restore.database)
+    with database_lock(engine):
+        kept = restore.kept_database
+        if engine.database_size(kept) is None:
+            raise BackupError(_("Database %(name)s, which restore #%(id)s kept, no longer exists.")
+                              % {"name": kept, "id": restore.pk})
+        keep = _catalog_tables() if holds_the_catalog(engine) else []
+        replaced = kept_name(engine.database_name, f"__undone_{restore.pk}")
+        engine.allow_connections(kept, True)
+        try:
+            engine.swap_in(kept, replaced, keep=keep, lock_timeout=setting("BACKUP_LOCK_TIMEOUT"))
+        except BaseException:
+            engine.allow_connections(kept, False)
+            raise
+        engine.on_database(replaced).drop_database()
+        Restore.objects.filter(pk=restore.pk).update(undone_at=timezone.now())
+    restore.refresh_from_db()
     return restore

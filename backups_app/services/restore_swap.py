@@ -7,15 +7,21 @@ import errno
 import os
 import shutil
 import tempfile
+from datetime import timedelta
 from typing import BinaryIO, Iterator
 
 import zstandard
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import archives
+from ..conf import setting
+from ..engines import Engine, KeptTable, get_engine
+from ..engines.postgresql_swap import kept_name
 from ..errors import BackupError
 from ..humanize import human_size
-from ..models import BackupJob
+from ..models import BackupJob, Restore, RestorePhase, RestoreStatus, RestoreStrategy
+from .common import set_phase
 
 
 @contextlib.contextmanager
@@ -59,3 +65,100 @@ def archive_file(backup: BackupJob, directory: str | None = None) -> Iterator[st
         yield path
     finally:
         os.unlink(path)
+
+
+def choose_strategy(engine: Engine, asked: str) -> tuple[str, str]:
+    """Return the strategy a restore into `engine`'s database uses (swap or in-place), and why.
+
+    `asked` is auto, swap or in-place (blank: BACKUP_RESTORE_STRATEGY).
+    """
+    asked = asked or setting("BACKUP_RESTORE_STRATEGY")
+    swappable = getattr(engine, "can_swap", None)
+    if swappable is None:
+        if asked == RestoreStrategy.SWAP:
+            raise BackupError(_("Restore by swap is for PostgreSQL; database %(alias)r is %(engine)s: use --strategy "
+                                "in-place (or auto).") % {"alias": engine.alias, "engine": engine.name})
+        return RestoreStrategy.IN_PLACE, _("the %(engine)s engine restores in place") % {"engine": engine.name}
+    if asked == RestoreStrategy.IN_PLACE:
+        return RestoreStrategy.IN_PLACE, _("in-place was asked for")
+    can, why = swappable()
+    if asked == RestoreStrategy.SWAP:
+        if not can:
+            raise BackupError(_("Database %(alias)r cannot be restored by swap: %(why)s; use --strategy in-place.")
+                              % {"alias": engine.alias, "why": why})
+        return RestoreStrategy.SWAP, _("swap was asked for; %(why)s") % {"why": why}
+    if can:
+        return RestoreStrategy.SWAP, _("auto: %(why)s") % {"why": why}
+    return RestoreStrategy.IN_PLACE, _("auto: no swap, %(why)s") % {"why": why}
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
+def restore_by_swap(engine: Engine, backup: BackupJob, restore: Restore, keep: list[KeptTable]) -> None:
+    """Load the backup into a new database, then swap it in for the live one, which is kept for an undo.
+
+    Any failure before the swap leaves the live database untouched and drops the new one.
+    """
+    live = engine.database_name
+    new_name = kept_name(live, f"__restoring_{restore.pk}")
+    old_name = kept_name(live, f"__before_restore_{restore.pk}")
+    set_phase(restore, RestorePhase.DECOMPRESSING)
+    with archive_file(backup) as path:
+        restore.scratch_bytes = os.path.getsize(path)
+        restore.save(update_fields=["scratch_bytes"])
+        set_phase(restore, RestorePhase.LOADING)
+        new = engine.restore_into_new(path, new_name, jobs=restore.jobs or default_jobs())
+    try:
+        new.connection.close()
+        restore.kept_database = old_name
+        restore.save(update_fields=["kept_database"])
+        # Set before the swap: from the catalog's copy on, a row written to the live catalog is lost.
+        set_phase(restore, RestorePhase.SWAPPING)
+        engine.swap_in(new_name, old_name, keep=keep, lock_timeout=setting("BACKUP_LOCK_TIMEOUT"))
+    except BaseException:
+        new.drop_database()
+        Restore.objects.filter(pk=restore.pk).update(kept_database="")
+        restore.kept_database = ""
+        raise
+
+
+def restore_into(engine: Engine, backup: BackupJob, restore: Restore) -> None:
+    """Make the new database (SQLite: file) `restore.into` from the backup; nothing existing is touched."""
+    set_phase(restore, RestorePhase.DECOMPRESSING)
+    tables = [table for table in restore.tables.split(",") if table]
+    with archive_file(backup) as path:
+        restore.scratch_bytes = os.path.getsize(path)
+        restore.save(update_fields=["scratch_bytes"])
+        set_phase(restore, RestorePhase.LOADING)
+        new = engine.restore_into_new(path, restore.into, jobs=restore.jobs or default_jobs(), tables=tables)
+    new.connection.close()
+
+
+def kept_databases() -> list[Restore]:
+    """Return the restores whose replaced database is still kept (not dropped, not swapped back)."""
+    return list(Restore.objects.exclude(kept_database="").filter(kept_dropped_at__isnull=True, undone_at__isnull=True,
+                                                                 status=RestoreStatus.COMPLETED))
+
+
+def kept_databases_size() -> int:
+    """Return the bytes the databases kept for an undo take on their servers (those that can be asked)."""
+    total = 0
+    for restore in kept_databases():
+        with contextlib.suppress(BackupError):
+            total += get_engine(restore.database).database_size(restore.kept_database) or 0
+    return total
+
+
+def drop_expired_kept_databases(*, now=None) -> list[Restore]:
+    """Drop the kept databases older than BACKUP_KEEP_REPLACED_HOURS; return their restores."""
+    cutoff = (now or timezone.now()) - timedelta(hours=setting("BACKUP_KEEP_REPLACED_HOURS"))
+    dropped = []
+    for restore in kept_databases():
+        if restore.finished_at and restore.finished_at < cutoff:
+            engine = get_engine(restore.database)
+            engine.on_database(restore.kept_database).drop_database()
+            Restore.objects.filter(pk=restore.pk).update(kept_dropped_at=timezone.now())
+            dropped.append(restore)
+    return dropped

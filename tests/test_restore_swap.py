@@ -1,0 +1,218 @@
+"""Restore by swap (PostgreSQL): load a new database while the live one answers, swap, undo, cleanup."""
+
+import os
+import signal
+import threading
+import time
+from io import StringIO
+
+import psycopg2
+import pytest
+from django.core.management import call_command
+from django.db import connections
+
+from backups_app import services
+from backups_app.errors import BackupError
+from backups_app.models import BackupJob, Restore, RestorePhase, RestoreStatus
+
+from .conftest import fingerprint, psql, rows, wait_for
+from .test_postgresql import children
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
+
+
+@pytest.fixture(autouse=True)
+def swap(settings):
+    settings.BACKUP_RESTORE_STRATEGY = "swap"
+
+
+def databases_like(suffix: str) -> list[str]:
+    name = connections["target"].settings_dict["NAME"]
+    return rows("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{name}\\_\\_{suffix}%' ORDER BY 1")
+
+
+def allows_connections(name: str) -> str:
+    return rows("postgres", f"SELECT datallowconn FROM pg_database WHERE datname = '{name}'")[0]
+
+
+def test_swap_restores_identical_content_and_undo_brings_back_the_state_before(pagila):
+    before = fingerprint(pagila)
+    job = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = lower(title) WHERE film_id < 50; DELETE FROM payment WHERE payment_id < 18000; "
+                 "SELECT lo_unlink(424242); CREATE TABLE made_after (id int); INSERT INTO made_after VALUES (1)")
+    changed = fingerprint(pagila)
+
+    restore = services.restore_backup(backup=job, safety_backup=False)
+
+    assert restore.status == RestoreStatus.COMPLETED
+    assert (restore.strategy, restore.strategy_reason) == ("swap", "swap was asked for; the role is a superuser")
+    assert fingerprint(pagila) == before
+    assert databases_like("before_restore") == [restore.kept_database]
+    assert allows_connections(restore.kept_database) == "f"  # nobody works in the old one by mistake
+    assert databases_like("restoring") == []
+
+    undone = services.undo_restore(restore=restore.pk)
+
+    assert undone.undone_at is not None
+    assert fingerprint(pagila) == changed
+    assert databases_like("") == []  # the restored database is dropped, the kept one is live again
+    with pytest.raises(BackupError, match="undone already"):
+        services.undo_restore(restore=restore.pk)
+
+
+def test_auto_chooses_swap_for_a_superuser_and_says_why(pagila, settings):
+    settings.BACKUP_RESTORE_STRATEGY = "auto"
+    job = services.create_backup(database=pagila)
+    restore = services.restore_backup(backup=job, safety_backup=False)
+    assert (restore.strategy, restore.strategy_reason) == ("swap", "auto: the role is a superuser")
+
+
+def test_failed_load_leaves_the_live_database_untouched_and_no_new_database(pagila):
+    gone = f"swap_gone_{os.getpid()}"
+    psql(pagila, f"CREATE ROLE {gone}; CREATE TABLE owned_by_gone (id int); ALTER TABLE owned_by_gone OWNER TO {gone}")
+    job = services.create_backup(database=pagila)
+    psql(pagila, f"DROP TABLE owned_by_gone; DROP ROLE {gone}; UPDATE film SET title = 'changed' WHERE film_id = 1")
+    before = fingerprint(pagila)
+
+    with pytest.raises(BackupError, match=f'rolled back.*live database is unchanged: role "{gone}" does not exist'):
+        services.restore_backup(backup=job, safety_backup=False)
+
+    assert fingerprint(pagila) == before
+    assert databases_like("") == []
+    assert allows_connections(connections[pagila].settings_dict["NAME"]) == "t"
+    assert Restore.objects.get().kept_database == ""
+
+
+def test_pg_restore_killed_during_the_load_leaves_the_live_database_untouched(pagila):
+    job = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = lower(title) WHERE film_id < 50")
+    before = fingerprint(pagila)
+
+    def kill_pg_restore():
+        wait_for(lambda: Restore.objects.filter(phase=RestorePhase.LOADING).exists())
+        os.kill(wait_for(lambda: children(os.getpid(), "pg_restore"))[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_pg_restore)
+    killer.start()
+    try:
+        with pytest.raises(BackupError, match="killed by signal 9|could not read"):
+            services.restore_backup(backup=job, safety_backup=False)
+    finally:
+        killer.join()
+    assert fingerprint(pagila) == before
+    assert databases_like("") == []
+
+
+def test_catalog_rows_made_during_a_swap_restore_of_its_own_database_survive(django_user_model):
+    user = django_user_model.objects.create_user("operator")
+    old = services.create_backup(database="default", acting_user=user)
+    catalog = connections["default"].settings_dict["NAME"]
+
+    def record_a_backup_while_it_loads():
+        wait_for(lambda: rows(catalog, f"SELECT count(*) FROM backups_app_restore WHERE phase = 'loading'") == ["1"])
+        psql(catalog, "INSERT INTO backups_app_backupjob (database, engine, status, trigger, description, "
+                      "requested_by_name, created_at, compression, file_name, bytes_written, checksum_sha256, "
+                      "server_version, tool_version, error, warning, hostname, phase, task_id, trusted) VALUES "
+                      "('elsewhere', 'postgresql', 'failed', 'manual', 'made during the restore', '', now(), 'zstd', "
+                      "'', 0, '', '', '', 'x', '', '', '', '', true)")
+
+    writer = threading.Thread(target=record_a_backup_while_it_loads)
+    writer.start()
+    try:
+        restore = services.restore_backup(backup=old, acting_user=user, safety_backup=False)
+    finally:
+        writer.join()
+
+    assert restore.strategy == "swap"
+    assert BackupJob.objects.filter(description="made during the restore").exists()
+    restore = Restore.objects.get(pk=restore.pk)
+    assert (restore.status, restore.requested_by_name) == (RestoreStatus.COMPLETED, "operator")
+    # New rows still get fresh ids: the copied catalog's sequence was set past its rows.
+    newest = max(BackupJob.objects.values_list("pk", flat=True))
+    assert services.create_backup(database="default").pk > newest
+
+
+def test_a_client_keeps_getting_answers_while_the_new_database_loads(pagila):
+    """A client reading every 0.05 s, reconnecting when its session is ended: it gets answers while the
+    archive loads (the live database is not locked), and reads the restored content after the swap."""
+    job = services.create_backup(database=pagila)
+    psql(pagila, "DELETE FROM film_actor WHERE actor_id = 1; UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    params = connections[pagila].settings_dict
+    answers: list[tuple[str, str | None]] = []  # (the restore's phase when asked, the answer or None)
+    stop = threading.Event()
+
+    def client():
+        connection = None
+        while not stop.is_set():
+            phase = rows("default", "SELECT phase FROM backups_app_restore")
+            try:
+                if connection is None:
+                    connection = psycopg2.connect(host=params["HOST"], port=params["PORT"] or 5432,
+                                                  user=params["USER"], dbname=params["NAME"])
+                    connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT first_name FROM actor WHERE actor_id = 1")
+                    answers.append((phase[0] if phase else "", cursor.fetchone()[0]))
+            except psycopg2.Error:
+                answers.append((phase[0] if phase else "", None))
+                connection = None
+            time.sleep(0.05)
+        if connection is not None:
+            connection.close()
+
+    reader = threading.Thread(target=client)
+    reader.start()
+    try:
+        services.restore_backup(backup=job, safety_backup=False)
+        wait_for(lambda: answers and answers[-1][1] == "PENELOPE")
+    finally:
+        stop.set()
+        reader.join()
+    assert ("loading", "CHANGED") in answers  # answered while the archive loaded
+
+
+def test_cleanup_drops_expired_kept_databases_and_undo_is_then_refused(pagila, settings):
+    job = services.create_backup(database=pagila)
+    restore = services.restore_backup(backup=job, safety_backup=False)
+    assert services.kept_databases_size() > 0
+    settings.BACKUP_KEEP_REPLACED_HOURS = 0
+
+    assert [r.pk for r in services.drop_expired_kept_databases()] == [restore.pk]
+
+    assert databases_like("") == []
+    assert services.kept_databases_size() == 0
+    with pytest.raises(BackupError, match="dropped by cleanup"):
+        services.undo_restore(restore=restore.pk)
+
+
+def test_command_restores_by_swap_then_undoes(pagila):
+    job = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    out = StringIO()
+    call_command("backup_restore", str(job.pk), "--no-input", "--no-safety-backup", "--jobs", "2", stdout=out)
+    restore = Restore.objects.get()
+    assert f"backup_restore --undo {restore.pk}" in out.getvalue()
+    assert rows(pagila, "SELECT first_name FROM actor WHERE actor_id = 1") == ["PENELOPE"]
+
+    call_command("backup_restore", "--undo", str(restore.pk), "--no-input", stdout=out)
+
+    assert rows(pagila, "SELECT first_name FROM actor WHERE actor_id = 1") == ["CHANGED"]
+
+
+def test_command_into_with_tables_makes_only_those_and_refuses_an_existing_name(pagila):
+    job = services.create_backup(database=pagila)
+    before = fingerprint(pagila)
+    name = f"{connections[pagila].settings_dict['NAME']}__into"
+    call_command("backup_restore", str(job.pk), "--no-input", "--into", name, "--table", "public.actor",
+                 "--table", "public.film_actor", stdout=StringIO())
+    assert rows(name, "SELECT count(*) FROM actor") == ["200"]
+    assert rows(name, "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c JOIN pg_namespace n "
+                      "ON n.oid = relnamespace WHERE nspname = 'public' AND relkind = 'r'") == ["actor,film_actor"]
+    restore = Restore.objects.get()
+    assert (restore.strategy, restore.into, restore.tables) == ("into", name, "public.actor,public.film_actor")
+    assert restore.safety_backup is None
+    assert fingerprint(pagila) == before
+
+    with pytest.raises(Exception, match="already exists"):
+        call_command("backup_restore", str(job.pk), "--no-input", "--into", name, stdout=StringIO())
+    assert rows(name, "SELECT count(*) FROM actor") == ["200"]
