@@ -36,7 +36,7 @@ from .errors import BackupError
 from .models import USABLE_STATUSES, BackupJob, BackupStatus
 from .schedule import scheduled_databases
 from .selectors import dated_in_the_future, finished_newest_first
-from .services import fail_dead_jobs, find_dead_jobs
+from .services import fail_dead_jobs, find_dead_jobs, kept_databases_size
 
 
 class Level(IntEnum):
@@ -90,6 +90,8 @@ class HealthReport:
     databases: dict[str, DatabaseState]
     problems: list[Problem]  # every problem, the databases' included
     dead_jobs_failed: int = 0
+    # Bytes taken on the database servers by the databases restores by swap keep for an undo.
+    kept_databases_bytes: int = 0
 
     @property
     def level(self) -> Level:
@@ -112,6 +114,8 @@ class HealthReport:
             for state in self.databases.values()
             if state.age_hours is not None
         )
+        if self.kept_databases_bytes:
+            ages = f"{ages} 'kept_replaced_databases'={self.kept_databases_bytes}B;;;0".strip()
         return f"{line} | {ages}" if perfdata and ages else line
 
     def to_dict(self) -> dict:
@@ -123,6 +127,7 @@ class HealthReport:
             "checked": self.checked_at.isoformat(),
             "max_age_hours": self.max_age_hours,
             "dead_jobs_failed": self.dead_jobs_failed,
+            "kept_databases_bytes": self.kept_databases_bytes,
             "databases": {
                 name: {
                     "status": state.level.label.lower(),
@@ -189,6 +194,8 @@ def check_health(*, fail_dead: bool = False, light: bool = False) -> HealthRepor
         if fail_dead:
             report.dead_jobs_failed = fail_dead_jobs()
         interrupted = _interrupted_jobs()
+        if not light:  # asks each server that holds one
+            report.kept_databases_bytes = kept_databases_size()
         for database in scheduled_databases():
             report.databases[database] = _database_state(
                 database, now, max_age, [job for job in interrupted if job.database == database], light=light

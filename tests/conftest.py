@@ -51,12 +51,17 @@ def no_databases_left_by_swaps(request):
 
 
 def drop_swap_leftovers() -> None:
-    """Drop the databases that restores by swap kept or left for this run's test databases."""
-    pattern = f"test\\_backups%\\_{settings.RUN_ID}\\_\\_%"
+    """Drop the databases that restores by swap kept or left for this run's test databases (through the
+    driver, not psql: some tests take the client tools off PATH)."""
     from backups_app.engines import get_engine
 
-    for name in psql("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}'").split():
-        get_engine("target").on_database(name).drop_database()  # subscriptions first, as cleanup does
+    engine = get_engine("target")
+    with engine._maintenance() as raw, raw.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                       [f"test\\_backups%\\_{settings.RUN_ID}\\_\\_%"])
+        names = [name for (name,) in cursor.fetchall()]
+    for name in names:
+        engine.on_database(name).drop_database()  # subscriptions first, as cleanup does
 
 
 @pytest.fixture(autouse=True)

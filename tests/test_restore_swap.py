@@ -14,6 +14,7 @@ from django.db import connections
 from backups_app import services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, Restore, RestorePhase, RestoreStatus
+from backups_app.monitoring import check_health
 
 from .conftest import fingerprint, psql, rows, wait_for
 from .test_postgresql import children
@@ -174,11 +175,18 @@ def test_a_client_keeps_getting_answers_while_the_new_database_loads(pagila):
 def test_cleanup_drops_expired_kept_databases_and_undo_is_then_refused(pagila, settings):
     job = services.create_backup(database=pagila)
     restore = services.restore_backup(backup=job, safety_backup=False)
-    assert services.kept_databases_size() > 0
+    size = services.kept_databases_size()
+    assert size > 1_000_000  # pagila's
+    assert services.backup_stats()["kept_databases_size"] == size
+    assert check_health().to_dict()["kept_databases_bytes"] == size
+    assert services.plan_cleanup().replaced == []  # younger than BACKUP_KEEP_REPLACED_HOURS
     settings.BACKUP_KEEP_REPLACED_HOURS = 0
 
-    assert [r.pk for r in services.drop_expired_kept_databases()] == [restore.pk]
+    plan = services.plan_cleanup()
+    assert [r.kept_database for r in plan.replaced] == [restore.kept_database]
+    done = services.cleanup_backups(previewed=plan.signature)
 
+    assert [r.pk for r in done.replaced] == [restore.pk]
     assert databases_like("") == []
     assert services.kept_databases_size() == 0
     with pytest.raises(BackupError, match="dropped by cleanup"):
@@ -216,3 +224,39 @@ def test_command_into_with_tables_makes_only_those_and_refuses_an_existing_name(
     with pytest.raises(Exception, match="already exists"):
         call_command("backup_restore", str(job.pk), "--no-input", "--into", name, stdout=StringIO())
     assert rows(name, "SELECT count(*) FROM actor") == ["200"]
+
+
+def test_admin_undo_asks_first_then_swaps_back_and_logs_it(pagila, admin_client):
+    from django.contrib.admin.models import LogEntry
+
+    from .conftest import url
+
+    job = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    restore = services.restore_backup(backup=job, safety_backup=False)
+    status_page = admin_client.get(url("restore_status", restore.pk)).text
+    assert url("undo_restore", restore.pk) in status_page
+    assert restore.kept_database in status_page and "kept for an undo" in status_page
+
+    confirmation = admin_client.get(url("undo_restore", restore.pk))
+    assert "Yes, undo it" in confirmation.text
+    assert rows(pagila, "SELECT first_name FROM actor WHERE actor_id = 1") == ["PENELOPE"]  # a GET changes nothing
+
+    response = admin_client.post(url("undo_restore", restore.pk), {"post": "yes"})
+
+    assert response.status_code == 302 and response["Location"] == url("restore_status", restore.pk)
+    assert rows(pagila, "SELECT first_name FROM actor WHERE actor_id = 1") == ["CHANGED"]
+    assert Restore.objects.get().undone_at is not None
+    assert LogEntry.objects.filter(change_message__startswith=f"Undid restore #{restore.pk}").count() == 1
+    assert url("undo_restore", restore.pk) not in admin_client.get(url("restore_status", restore.pk)).text
+
+
+def test_admin_undo_needs_the_restore_permission(pagila, client, django_user_model):
+    job = services.create_backup(database=pagila)
+    restore = services.restore_backup(backup=job, safety_backup=False)
+    staff = django_user_model.objects.create_user("viewer", is_staff=True)
+    client.force_login(staff)
+    from .conftest import url
+
+    assert client.post(url("undo_restore", restore.pk), {"post": "yes"}).status_code == 403
+    assert Restore.objects.get().undone_at is None

@@ -263,6 +263,10 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
                 terminate_sessions=form.cleaned_data["terminate_sessions"],
                 trust_archive=form.cleaned_data.get("trust_archive", False),
                 acting_user=request.user,
+                strategy=form.cleaned_data["strategy"],
+                jobs=form.cleaned_data["jobs"],
+                into=form.cleaned_data["into"],
+                tables=form.cleaned_data["tables"],
             )
         except BackupError as exc:
             form.add_error(None, str(exc))

@@ -96,7 +96,27 @@ def restore_fields(restore) -> dict[str, str]:
         "finished": "-" if running else when(restore.finished_at),
         "duration": elapsed_text(restore.started_at, None if running else restore.finished_at),
         "error": "-" if running else (restore.error or "-"),
+        "strategy": kept_text(restore),
     }
+
+
+def kept_text(restore) -> str:
+    """Say how a restore replaced its database, why, and what became of the database it replaced."""
+    if restore.strategy == "into":
+        text = _("into the new database %(name)s") % {"name": restore.into}
+        return text + (_(", only %(tables)s") % {"tables": restore.tables.replace(",", ", ")} if restore.tables else "")
+    if not restore.strategy:
+        return "-"
+    text = f"{restore.get_strategy_display()}" + (f" ({restore.strategy_reason})" if restore.strategy_reason else "")
+    if restore.kept_database:
+        if restore.undone_at:
+            state = _("undone %(when)s") % {"when": when(restore.undone_at)}
+        elif restore.kept_dropped_at:
+            state = _("dropped by cleanup %(when)s") % {"when": when(restore.kept_dropped_at)}
+        else:
+            state = _("kept for an undo")
+        text += "; " + _("replaced database %(name)s: %(state)s") % {"name": restore.kept_database, "state": state}
+    return text
 
 
 def restore_json(restore, *, safety_url: str = "") -> dict:

@@ -1,3 +1,5 @@
+import re
+
 from django import forms
 from django.db import connections
 from django.utils.translation import gettext as _
@@ -5,7 +7,7 @@ from django.utils.translation import gettext_lazy
 
 from backups_app.conf import setting
 from backups_app.engines import ENGINES
-from backups_app.models import BackupJob, Compression
+from backups_app.models import BackupJob, Compression, RestoreStrategy
 from backups_app.services.catalog import MAX_RETENTION_DAYS
 
 from .display import seconds_text
@@ -48,8 +50,32 @@ class RestoreForm(forms.Form):
     terminate_sessions = forms.BooleanField(
         label=gettext_lazy("End other sessions connected to the database"), required=False,
     )
+    strategy = forms.ChoiceField(
+        label=gettext_lazy("How (PostgreSQL)"), required=False,
+        choices=[(value, label) for value, label in RestoreStrategy.choices if value != RestoreStrategy.INTO],
+        help_text=gettext_lazy(
+            "swap loads a new database while the live one keeps answering, then ends its sessions and renames the "
+            "two in one step; the old one is kept for an undo. in-place locks every table until the restore ends."
+        ),
+    )
+    jobs = forms.IntegerField(
+        label=gettext_lazy("Parallel jobs"), min_value=1, max_value=64, required=False,
+        help_text=gettext_lazy("pg_restore jobs of a swap or of a new database; empty: the number of cores."),
+    )
+    into = forms.CharField(
+        label=gettext_lazy("Or into a NEW database named"), max_length=63, required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        help_text=gettext_lazy(
+            "Makes this new database (SQLite: a new file path) on the chosen database's server from the backup; "
+            "nothing that exists is touched, and a name that exists is refused."
+        ),
+    )
+    tables = forms.CharField(
+        label=gettext_lazy("Only these tables"), required=False,
+        help_text=gettext_lazy("With a new database (PostgreSQL): schema.table names, separated by spaces or commas."),
+    )
     confirm_database = forms.CharField(
-        label=gettext_lazy("To confirm, type the database's alias or name"), max_length=255,
+        label=gettext_lazy("To confirm, type the database's alias or name"), max_length=255, required=False,
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     trust_archive = forms.BooleanField(
@@ -67,6 +93,7 @@ class RestoreForm(forms.Form):
             del self.fields["trust_archive"]
         self.fields["database"].choices = database_choices(backup.engine)
         self.fields["database"].initial = self.initial.get("database", backup.database)
+        self.fields["strategy"].initial = setting("BACKUP_RESTORE_STRATEGY")
         self.fields["terminate_sessions"].help_text = _(
             "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
         ) % {"timeout": seconds_text(setting("BACKUP_LOCK_TIMEOUT"))}
@@ -84,7 +111,11 @@ class RestoreForm(forms.Form):
         cleaned = super().clean()
         database = cleaned.get("database")
         typed = cleaned.get("confirm_database")
-        if database and typed is not None and typed not in (database, str(connections[database].settings_dict["NAME"])):
+        cleaned["tables"] = [name for name in re.split(r"[\s,]+", cleaned.get("tables") or "") if name]
+        if cleaned["tables"] and not cleaned.get("into"):
+            self.add_error("tables", _("Only tables go into a new database: give its name above too."))
+        # A new database replaces nothing: only a restore over one is confirmed by typing its name.
+        if database and not cleaned.get("into") and typed not in (database, str(connections[database].settings_dict["NAME"])):
             self.add_error("confirm_database", self.confirmation_hint(database))
         return cleaned
 

@@ -47,6 +47,7 @@ class BackupConsoleViews:
             path("status/", wrap(self.status_view), name="%s_%s_status" % info),
             path("cleanup/", wrap(self.cleanup_view), name="%s_%s_cleanup" % info),
             path("restores/<int:restore_id>/", wrap(self.restore_status_view), name="%s_%s_restore_status" % info),
+            path("restores/<int:restore_id>/undo/", wrap(self.undo_restore_view), name="%s_%s_undo_restore" % info),
             path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
             path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
             path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
@@ -222,8 +223,41 @@ class BackupConsoleViews:
             retry_url=f"{self.url('restore', restore.backup_id)}?{urlencode({'database': restore.database})}"
             if restore.status == RestoreStatus.FAILED and restore.backup_id and self.has_restore_permission(request)
             else "",
+            undo_url=self.url("undo_restore", restore.pk) if self.can_undo(request, restore) else "",
         )
         return TemplateResponse(request, TEMPLATES + "restore_status.html", context)
+
+    def can_undo(self, request, restore) -> bool:
+        return bool(restore.status == RestoreStatus.COMPLETED and restore.kept_database and not restore.undone_at
+                    and not restore.kept_dropped_at and self.has_restore_permission(request))
+
+    def undo_restore_view(self, request, restore_id):
+        """GET shows what an undo does; POST with post=yes swaps the kept database back (undo_restore)."""
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        restore = get_object_or_404(Restore.objects.select_related("backup"), pk=restore_id)
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            try:
+                restore = services.undo_restore(restore=restore, acting_user=request.user)
+            except BackupError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                if restore.backup_id:
+                    self.log_change(request, restore.backup, _("Undid restore #%(id)s: database %(database)s is back "
+                                                               "as it was before it.") % {"id": restore.pk,
+                                                                                          "database": restore.database})
+                self.message_user(request, _("Restore #%(id)s is undone: database %(database)s is back as it was "
+                                             "before it.") % {"id": restore.pk, "database": restore.database},
+                                  messages.SUCCESS)
+            return HttpResponseRedirect(self.url("restore_status", restore.pk))
+        context = self.console_context(
+            request,
+            title=_("Undo restore #%(id)s?") % {"id": restore.pk},
+            restore=restore,
+            can_undo=self.can_undo(request, restore),
+            status_page=self.url("restore_status", restore.pk),
+        )
+        return TemplateResponse(request, TEMPLATES + "undo_confirmation.html", context)
 
     # Cleanup ----------------------------------------------------------------------------------
 
@@ -253,7 +287,7 @@ class BackupConsoleViews:
             form=form,
             plan=plan,
             plan_signature=plan.signature if plan else "",
-            deletes_anything=bool(plan and (plan.expired or plan.failed or plan.leftovers)),
+            deletes_anything=bool(plan and (plan.expired or plan.failed or plan.leftovers or plan.replaced)),
         )
         return TemplateResponse(request, TEMPLATES + "cleanup.html", context)
 

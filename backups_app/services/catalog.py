@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -16,7 +16,8 @@ from .. import archives
 from ..conf import setting
 from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
 from ..errors import BackupError
-from ..models import USABLE_STATUSES, BackupJob, BackupStatus
+from ..models import USABLE_STATUSES, BackupJob, BackupStatus, Restore
+from .restore_swap import drop_kept_database, expired_kept_databases, kept_databases, kept_databases_size
 from ..selectors import (
     backup_to_dict,
     get_backup,
@@ -140,11 +141,14 @@ class CleanupPlan:
     failed: list[BackupJob]
     leftovers: list[str]
     bytes_freed: int
+    # Restores by swap whose replaced database is kept past BACKUP_KEEP_REPLACED_HOURS: it is dropped.
+    replaced: list[Restore] = field(default_factory=list)
 
     @property
     def signature(self) -> str:
         """Identify what the plan deletes, so that confirming a preview deletes exactly what it showed."""
         names = sorted(str(job.pk) for job in self.expired + self.failed) + sorted(self.leftovers)
+        names += sorted(restore.kept_database for restore in self.replaced)
         return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
 
 
@@ -177,7 +181,7 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     freed = sum(job.size_bytes or 0 for job in expired)
     freed += sum(storage.size(job.file_name) for job in failed if job.file_name and storage.exists(job.file_name))
     freed += sum(storage.size(name) for name in leftovers)
-    return CleanupPlan(expired, failed, leftovers, freed)
+    return CleanupPlan(expired, failed, leftovers, freed, expired_kept_databases())
 
 
 def cleanup_backups(*, retention_days: int | None = None, acting_user=None, previewed: str | None = None) -> CleanupPlan:
@@ -197,11 +201,19 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None, prev
             kept.add(job.pk)
     for name in plan.leftovers:
         archives.delete(name)
+    dropped = []
+    for restore in plan.replaced:
+        try:
+            drop_kept_database(restore)
+        except BackupError:
+            continue  # its server is unreachable now: the next cleanup drops it
+        dropped.append(restore)
     return CleanupPlan(
         [job for job in plan.expired if job.pk not in kept],
         [job for job in plan.failed if job.pk not in kept],
         plan.leftovers,
         plan.bytes_freed - sum(job.size_bytes or 0 for job in plan.expired if job.pk in kept),
+        dropped,
     )
 
 
@@ -228,6 +240,9 @@ def backup_stats() -> dict:
     now = timezone.now()
     return {
         **totals,
+        # The databases restores by swap replaced and keep for an undo, and their size on the servers.
+        "kept_databases": len(kept_databases()),
+        "kept_databases_size": kept_databases_size(),
         "retention_days": setting("BACKUP_RETENTION_DAYS"),
         "databases": {
             database: {**backup_to_dict(job), "age_seconds": int((now - job.created_at).total_seconds())}

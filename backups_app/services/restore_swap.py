@@ -151,14 +151,21 @@ def kept_databases_size() -> int:
     return total
 
 
+def expired_kept_databases(*, now=None) -> list[Restore]:
+    """Return the restores whose kept database is older than BACKUP_KEEP_REPLACED_HOURS (cleanup drops them)."""
+    cutoff = (now or timezone.now()) - timedelta(hours=setting("BACKUP_KEEP_REPLACED_HOURS"))
+    return [restore for restore in kept_databases() if restore.finished_at and restore.finished_at <= cutoff]
+
+
+def drop_kept_database(restore: Restore) -> None:
+    """Drop the database a restore by swap kept; an undo is no longer possible."""
+    get_engine(restore.database).on_database(restore.kept_database).drop_database()
+    Restore.objects.filter(pk=restore.pk).update(kept_dropped_at=timezone.now())
+
+
 def drop_expired_kept_databases(*, now=None) -> list[Restore]:
     """Drop the kept databases older than BACKUP_KEEP_REPLACED_HOURS; return their restores."""
-    cutoff = (now or timezone.now()) - timedelta(hours=setting("BACKUP_KEEP_REPLACED_HOURS"))
-    dropped = []
-    for restore in kept_databases():
-        if restore.finished_at and restore.finished_at < cutoff:
-            engine = get_engine(restore.database)
-            engine.on_database(restore.kept_database).drop_database()
-            Restore.objects.filter(pk=restore.pk).update(kept_dropped_at=timezone.now())
-            dropped.append(restore)
+    dropped = expired_kept_databases(now=now)
+    for restore in dropped:
+        drop_kept_database(restore)
     return dropped

@@ -10,7 +10,8 @@ from ._common import BackupCommand
 class Command(BackupCommand):
     help = (
         "Delete completed and failed backups older than the retention (never a database's newest completed "
-        "one), and partial files left by interrupted backups."
+        "one), partial files left by interrupted backups, and the databases that restores by swap replaced and "
+        "kept for an undo for longer than BACKUP_KEEP_REPLACED_HOURS."
     )
 
     def add_arguments(self, parser):
@@ -29,6 +30,7 @@ class Command(BackupCommand):
                 "expired": [backup_to_dict(job) for job in plan.expired],
                 "failed": [backup_to_dict(job) for job in plan.failed],
                 "leftovers": plan.leftovers,
+                "replaced_databases": [restore.kept_database for restore in plan.replaced],
                 "bytes_freed": plan.bytes_freed,
             })
             return
@@ -37,6 +39,9 @@ class Command(BackupCommand):
             self.stdout.write(f"{verb} #{job.pk} {job.database} {job.status} {human_time(job.created_at)} {job.file_name}")
         for name in plan.leftovers:
             self.stdout.write(f"{verb} {name}")
+        for restore in plan.replaced:
+            self.stdout.write(_("%(verb)s database %(name)s, kept by restore #%(id)s for an undo") % {
+                "verb": verb, "name": restore.kept_database, "id": restore.pk})
         self.stdout.write(self.style.SUCCESS(
             _("%(verb)s %(count)s backups and %(leftovers)s leftover files, %(size)s.") % {
                 "verb": verb, "count": len(plan.expired) + len(plan.failed),
