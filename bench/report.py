@@ -10,8 +10,13 @@ BASELINES = {
     "project backup": "pg_dump -Fc -Z0 | zstd",
     "project restore (empty db)": "pg_restore -1 (empty db)",
     "project restore (over existing)": "pg_restore -1 (empty db)",
+    "project restore swap (over existing)": "pg_restore -1 (empty db)",
 }
-PROJECT_OPERATIONS = ("project backup", "project restore (empty db)", "project restore (over existing)", "project download")
+PROJECT_OPERATIONS = ("project backup", "project restore (empty db)", "project restore (over existing)",
+                      "project restore swap (over existing)", "project download")
+# The goals of issue 13: a swap restore against raw pg_restore -1, and the longest wait of a reading client.
+SWAP_MAX_RATIO = 0.85
+SWAP_MAX_GAP_SECONDS = 1.0
 # The goals of issue 5.
 BACKUP_MAX_RATIO = 1.10
 RESTORE_MAX_RATIO = 1.05
@@ -109,6 +114,12 @@ def goals(scales: list[dict], admin_list: dict | None = None, download: dict | N
         if "ratio" in s.get("project restore (empty db)", {}):
             checks.append(_goal(f"{label} restore time <= {RESTORE_MAX_RATIO}x raw pg_restore -1",
                                 s["project restore (empty db)"]["ratio"], RESTORE_MAX_RATIO, "x"))
+        if "ratio" in s.get("project restore swap (over existing)", {}):
+            checks.append(_goal(f"{label} swap restore time <= {SWAP_MAX_RATIO}x raw pg_restore -1",
+                                s["project restore swap (over existing)"]["ratio"], SWAP_MAX_RATIO, "x"))
+        if "swap" in result.get("gaps", {}):
+            checks.append(_goal(f"{label} longest wait of a client during a swap restore < {SWAP_MAX_GAP_SECONDS:g} s",
+                                result["gaps"]["swap"]["longest_gap_seconds"], SWAP_MAX_GAP_SECONDS, "s", strict=True))
         peak = max((s[op]["peak_pss_bytes"] for op in PROJECT_OPERATIONS if op in s), default=None)
         if peak is not None:
             peaks.append(peak)

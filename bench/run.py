@@ -14,6 +14,7 @@ are checked, and everything is written as JSON. `main(argv)` returns the same re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,6 +122,14 @@ class Bench:
         with generate.connect(self.url(dbname)) as cur:
             return {table: _count(cur, table) for table in TABLES}
 
+    def drop_kept(self, dbname: str) -> None:
+        """Drop the databases restores by swap kept for an undo of `dbname`."""
+        with generate.connect(self.url("postgres")) as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [dbname + "\\_\\_%"])
+            names = [name for (name,) in cur.fetchall()]
+        for name in names:
+            generate.drop_database(self.args.server_url, name)
+
     def drop_created(self) -> list[str]:
         """Drop the databases this run made; return what could not be dropped, and why."""
         problems = []
@@ -183,11 +193,17 @@ def run_round(bench: Bench, dbname: str, samples: dict[str, list], expected: dic
     target = f"{dbname}_project"
     bench.fresh_database(target)
     restore = ["backup_restore", str(job["id"]), "--database", "bench", "--no-input", "--no-safety-backup", "--json"]
-    record("project restore (empty db)", bench.manage(*restore, database=target))
+    in_place = [*restore, "--strategy", "in-place"]
+    record("project restore (empty db)", bench.manage(*in_place, database=target))
     _check_restored(bench, target, expected, "project restore")
     # Over the database the raw pg_restore just filled: what a real restore does.
-    record("project restore (over existing)", bench.manage(*restore, database=f"{dbname}_raw"))
+    record("project restore (over existing)", bench.manage(*in_place, database=f"{dbname}_raw"))
     _check_restored(bench, f"{dbname}_raw", expected, "project restore over existing")
+    # By swap: a parallel load into a new database, then the rename (the replaced one is then dropped here).
+    record("project restore swap (over existing)",
+           bench.manage(*restore, "--strategy", "swap", "--jobs", str(os.cpu_count() or 1), database=f"{dbname}_raw"))
+    _check_restored(bench, f"{dbname}_raw", expected, "project restore by swap")
+    bench.drop_kept(f"{dbname}_raw")
     for path in (gz, zst, plain):
         path.unlink()
     return job["id"]
@@ -213,8 +229,60 @@ def bench_scale(bench: Bench, scale: float) -> dict:
         backup_ids.append(run_round(bench, dbname, samples, info["rows"]))
     summary = {operation: report.summarize(values) for operation, values in samples.items()}
     report.add_ratios(summary)
+    print("-- longest wait of a client reading every 0.1 s during a restore", flush=True)
+    gaps = {strategy: bench_gap(bench, dbname, backup_ids[-1], strategy) for strategy in ("in-place", "swap")}
     return {"scale_mb": scale, "database": info, "samples": samples, "summary": summary,
-            "backup_ids": backup_ids, "dbname": dbname}
+            "backup_ids": backup_ids, "dbname": dbname, "gaps": gaps}
+
+
+def bench_gap(bench: Bench, dbname: str, backup_id: int, strategy: str) -> dict:
+    """Restore over the database while a client reads one row every 0.1 s (reconnecting when its session is
+    ended); return the restore's time and the longest time between two answers."""
+    target = f"{dbname}_raw"
+    url = bench.url(target)
+    answers: list[float] = []
+    failures = 0
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal failures
+        connection = None
+        while not stop.is_set():
+            try:
+                if connection is None:
+                    connection = psycopg2.connect(url, connect_timeout=5)
+                    connection.autocommit = True
+                with connection.cursor() as cur:
+                    cur.execute("SELECT id FROM customers ORDER BY id LIMIT 1")
+                    cur.fetchone()
+                answers.append(time.monotonic())
+            except psycopg2.Error:
+                failures += 1
+                with contextlib.suppress(psycopg2.Error, AttributeError):
+                    connection.close()
+                connection = None
+            time.sleep(0.1)
+        if connection is not None:
+            connection.close()
+
+    reader = threading.Thread(target=client, daemon=True)
+    reader.start()
+    time.sleep(1)
+    started = time.monotonic()
+    m = bench.manage("backup_restore", str(backup_id), "--database", "bench", "--no-input", "--no-safety-backup",
+                     "--strategy", strategy, "--json", database=target)
+    finished = time.monotonic()
+    time.sleep(1)
+    stop.set()
+    reader.join()
+    bench.drop_kept(target)
+    during = [t for t in answers if started - 0.5 <= t <= finished + 1]
+    steps = [later - earlier for earlier, later in zip(during, during[1:])]
+    gap = max(steps, default=finished - started)
+    print(f"  {strategy:9s} restore {m.seconds:6.2f} s, longest wait for an answer {gap:6.2f} s "
+          f"({len(during)} answers, {failures} failed reads)", flush=True)
+    return {"strategy": strategy, "restore_seconds": m.seconds, "longest_gap_seconds": gap, "answers": len(during),
+            "failed_reads": failures}
 
 
 def bench_download(bench: Bench, backup_id: int, size: int) -> dict:
@@ -294,6 +362,9 @@ def print_results(results: dict) -> None:
         print(f"\nScale {result['scale_mb']:g} MB ({db['table_bytes'] / report.MB:.0f} MB of table data, "
               f"{db['database_bytes'] / report.MB:.0f} MB database), {len(result['backup_ids'])} round(s)")
         print(report.table(result["summary"]))
+        for gap in result.get("gaps", {}).values():
+            print(f"  client reading every 0.1 s during a {gap['strategy']} restore ({gap['restore_seconds']:.2f} s): "
+                  f"longest wait {gap['longest_gap_seconds']:.2f} s, {gap['failed_reads']} failed reads")
     if results["download"]:
         s = results["download"]["summary"]
         print(f"\nDownload: {s['size_bytes'] / report.MB:.1f} MB in {s['median_s']:.2f} s (median) = "
@@ -302,7 +373,7 @@ def print_results(results: dict) -> None:
         a = results["admin_list"]
         print(f"\nAdmin change list with {a['jobs']} backups ({a['vendor']} catalog): {a['queries']} queries, "
               f"server time median {a['median_ms']:.0f} ms (min {a['min_ms']:.0f}, max {a['max_ms']:.0f})")
-    print("\nGoals (issue 5)" + (", not meaningful at the smoke scale, where start-up dominates:" if results.get("smoke") else ":"))
+    print("\nGoals (issues 5 and 13)" + (", not meaningful at the smoke scale, where start-up dominates:" if results.get("smoke") else ":"))
     for goal in results["goals"]:
         print(f"  {'ok    ' if goal['met'] else 'MISSED'} {goal['text']}")
     for error in results["errors"]:

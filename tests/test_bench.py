@@ -19,8 +19,11 @@ def test_benchmark_smoke_run_completes_every_step(capsys):
     assert results["ok"], results["errors"]
     summary = results["scales"][0]["summary"]
     for operation in ("pg_dump -Fc -Z0 | zstd", "project backup", "pg_restore -1 (empty db)",
-                      "project restore (empty db)", "project restore (over existing)", "project download"):
+                      "project restore (empty db)", "project restore (over existing)",
+                      "project restore swap (over existing)", "project download"):
         assert summary[operation]["median_s"] > 0, operation
     assert summary["project backup"]["size_bytes"] <= summary["pg_dump -Fc"]["size_bytes"]
     assert results["admin_list"]["queries"] <= 10
-    assert "Goals (issue 5)" in capsys.readouterr().out
+    assert {gap["strategy"] for gap in results["scales"][0]["gaps"].values()} == {"in-place", "swap"}
+    assert all(gap["answers"] > 0 for gap in results["scales"][0]["gaps"].values())
+    assert "Goals (issues 5 and 13)" in capsys.readouterr().out

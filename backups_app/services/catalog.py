@@ -236,13 +236,14 @@ def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
 def backup_stats() -> dict:
     """Return catalog totals and each database's latest successful backup."""
     totals = storage_totals()
+    kept = kept_databases()
     latest = latest_successful_per_database()
     now = timezone.now()
     return {
         **totals,
         # The databases restores by swap replaced and keep for an undo, and their size on the servers.
-        "kept_databases": len(kept_databases()),
-        "kept_databases_size": kept_databases_size(),
+        "kept_databases": len(kept),
+        "kept_databases_size": kept_databases_size(kept),
         "retention_days": setting("BACKUP_RETENTION_DAYS"),
         "databases": {
             database: {**backup_to_dict(job), "age_seconds": int((now - job.created_at).total_seconds())}

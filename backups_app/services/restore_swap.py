@@ -142,10 +142,11 @@ def kept_databases() -> list[Restore]:
                                                                  status=RestoreStatus.COMPLETED))
 
 
-def kept_databases_size() -> int:
-    """Return the bytes the databases kept for an undo take on their servers (those that can be asked)."""
+def kept_databases_size(restores: list[Restore] | None = None) -> int:
+    """Return the bytes the databases kept for an undo (`restores`' or all) take on their servers (those
+    that can be asked)."""
     total = 0
-    for restore in kept_databases():
+    for restore in kept_databases() if restores is None else restores:
         with contextlib.suppress(BackupError):
             total += get_engine(restore.database).database_size(restore.kept_database) or 0
     return total
