@@ -46,7 +46,7 @@ def test_swap_restores_identical_content_and_undo_brings_back_the_state_before(p
     restore = services.restore_backup(backup=job, safety_backup=False)
 
     assert restore.status == RestoreStatus.COMPLETED
-    assert (restore.strategy, restore.strategy_reason) == ("swap", "swap was asked for; the role is a superuser")
+    assert (restore.strategy, restore.strategy_reason) == ("swap", "swap: BACKUP_RESTORE_STRATEGY; the role is a superuser")
     assert fingerprint(pagila) == before
     assert databases_like("before_restore") == [restore.kept_database]
     assert allows_connections(restore.kept_database) == "f"  # nobody works in the old one by mistake
@@ -260,3 +260,33 @@ def test_admin_undo_needs_the_restore_permission(pagila, client, django_user_mod
 
     assert client.post(url("undo_restore", restore.pk), {"post": "yes"}).status_code == 403
     assert Restore.objects.get().undone_at is None
+
+
+def test_auto_restores_in_place_when_the_role_may_not_create_databases(pagila, settings):
+    from backups_app.engines import get_engine
+    from backups_app.services.restore_swap import choose_strategy
+
+    settings.BACKUP_RESTORE_STRATEGY = "auto"
+    role = f"swap_no_createdb_{os.getpid()}"
+    psql("postgres", f"CREATE ROLE {role} LOGIN")
+    engine = get_engine(pagila)
+    as_role = type(engine)(pagila, connection=type(engine.connection)(
+        {**engine.connection.settings_dict, "USER": role}, alias=pagila))
+    try:
+        assert choose_strategy(as_role, "") == ("in-place", "auto: no swap, the role may not create databases (CREATEDB)")
+        with pytest.raises(BackupError, match="cannot be restored by swap: the role may not create databases"):
+            choose_strategy(as_role, "swap")
+        assert choose_strategy(engine, "") == ("swap", "auto: the role is a superuser")
+    finally:
+        as_role.connection.close()
+        psql("postgres", f"DROP ROLE {role}")
+
+
+def test_swap_is_refused_for_sqlite_only_when_asked_for(settings):
+    from backups_app.engines import get_engine
+    from backups_app.services.restore_swap import choose_strategy
+
+    settings.BACKUP_RESTORE_STRATEGY = "swap"
+    assert choose_strategy(get_engine("sqlite"), "") == ("in-place", "the sqlite engine restores in place")
+    with pytest.raises(BackupError, match="Restore by swap is for PostgreSQL"):
+        choose_strategy(get_engine("sqlite"), "swap")

@@ -72,21 +72,23 @@ def choose_strategy(engine: Engine, asked: str) -> tuple[str, str]:
 
     `asked` is auto, swap or in-place (blank: BACKUP_RESTORE_STRATEGY).
     """
-    asked = asked or setting("BACKUP_RESTORE_STRATEGY")
+    explicit, asked = bool(asked), asked or setting("BACKUP_RESTORE_STRATEGY")
     swappable = getattr(engine, "can_swap", None)
     if swappable is None:
-        if asked == RestoreStrategy.SWAP:
+        # BACKUP_RESTORE_STRATEGY=swap is about PostgreSQL; only a swap asked for this restore is refused.
+        if asked == RestoreStrategy.SWAP and explicit:
             raise BackupError(_("Restore by swap is for PostgreSQL; database %(alias)r is %(engine)s: use --strategy "
                                 "in-place (or auto).") % {"alias": engine.alias, "engine": engine.name})
         return RestoreStrategy.IN_PLACE, _("the %(engine)s engine restores in place") % {"engine": engine.name}
+    source = _("asked for") if explicit else _("BACKUP_RESTORE_STRATEGY")
     if asked == RestoreStrategy.IN_PLACE:
-        return RestoreStrategy.IN_PLACE, _("in-place was asked for")
+        return RestoreStrategy.IN_PLACE, _("in-place: %(source)s") % {"source": source}
     can, why = swappable()
     if asked == RestoreStrategy.SWAP:
         if not can:
             raise BackupError(_("Database %(alias)r cannot be restored by swap: %(why)s; use --strategy in-place.")
                               % {"alias": engine.alias, "why": why})
-        return RestoreStrategy.SWAP, _("swap was asked for; %(why)s") % {"why": why}
+        return RestoreStrategy.SWAP, _("swap: %(source)s; %(why)s") % {"source": source, "why": why}
     if can:
         return RestoreStrategy.SWAP, _("auto: %(why)s") % {"why": why}
     return RestoreStrategy.IN_PLACE, _("auto: no swap, %(why)s") % {"why": why}
