@@ -173,6 +173,7 @@ def test_restore_page_says_what_to_type_and_shows_the_phase_safety_backup_and_lo
     expect(hint).to_be_visible()
     expect(page.locator(".form-row:has(#id_terminate_sessions) .help")).to_contain_text("at most 30 s")
     page.fill("#id_confirm_database", name)  # the name the page shows, not only the alias
+    page.select_option("#id_strategy", "in-place")  # a swap would not wait for the lock below: it ends the session
 
     # Another session holds a lock on a table the restore replaces: the restore waits in its last phase.
     params = connections[pagila].settings_dict
