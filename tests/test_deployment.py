@@ -132,10 +132,12 @@ def test_database_service_creates_an_application_role_without_superuser_rights(c
         attributes = psql("postgres", f"SELECT rolsuper, rolcreatedb, rolcanlogin, rolpassword FROM pg_authid "
                                       f"WHERE rolname = '{role}'").strip().split("|")
         owner = psql("postgres", f"SELECT datdba::regrole FROM pg_database WHERE datname = '{database}'").strip()
+        may_end_sessions = psql("postgres", f"SELECT pg_has_role('{role}', 'pg_signal_backend', 'MEMBER')").strip()
     finally:
         psql("postgres", f"DROP DATABASE IF EXISTS {database}")
         psql("postgres", f"DROP ROLE IF EXISTS {role}")
     assert attributes[:3] == ["f", "t", "t"] and owner == role
+    assert may_end_sessions == "t"  # what a restore by swap needs besides CREATEDB and owning the database
     # The stored SCRAM verifier is the one of the decoded password (RFC 5802).
     iterations, salt, stored_key = re.match(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):", attributes[3]).groups()
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))

@@ -97,20 +97,25 @@ def test_table_restores_only_those_tables_with_their_indexes(pagila, dropped):
 
 
 def test_sqlite_into_a_new_file(tmp_path):
-    psql_free = get_engine("sqlite")
-    sqlite_path = psql_free.path
     import sqlite3
-    with sqlite3.connect(sqlite_path) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS notes (id integer primary key, body text)")
-        db.execute("INSERT INTO notes (body) VALUES ('kept')")
-    job = services.create_backup(database="sqlite")
+
+    engine = get_engine("sqlite")
+    table = f"into_notes_{os.getpid()}"
+    with sqlite3.connect(engine.path) as db:
+        db.execute(f"CREATE TABLE {table} (id integer primary key, body text)")
+        db.execute(f"INSERT INTO {table} (body) VALUES ('kept')")
+    try:
+        job = services.create_backup(database="sqlite")
+    finally:
+        with sqlite3.connect(engine.path) as db:
+            db.execute(f"DROP TABLE {table}")
     target = tmp_path / "copy.sqlite3"
     with archive_file(job) as path:
-        new = psql_free.restore_into_new(path, str(target))
+        new = engine.restore_into_new(path, str(target))
         with pytest.raises(BackupError, match="already exists"):
-            psql_free.restore_into_new(path, str(target))
+            engine.restore_into_new(path, str(target))
     with new.connection.cursor() as cursor:
-        cursor.execute("SELECT body FROM notes ORDER BY id DESC LIMIT 1")
+        cursor.execute(f"SELECT body FROM {table}")
         assert cursor.fetchone()[0] == "kept"
     new.drop_database()
     assert not target.exists()

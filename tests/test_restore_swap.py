@@ -290,3 +290,41 @@ def test_swap_is_refused_for_sqlite_only_when_asked_for(settings):
     assert choose_strategy(get_engine("sqlite"), "") == ("in-place", "the sqlite engine restores in place")
     with pytest.raises(BackupError, match="Restore by swap is for PostgreSQL"):
         choose_strategy(get_engine("sqlite"), "swap")
+
+
+def test_swap_tools_get_the_password_in_their_environment_only(pagila, monkeypatch):
+    """Every pg_restore and psql a swap starts (read from /proc while it runs): the password never in argv,
+    in the environment of those that connect, and no application secret there."""
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "django-secret-key-for-swap-tools-test")
+    secret = "S3cret-swap-never-in-argv"
+    job = services.create_backup(database=pagila)
+    params = connections[pagila].settings_dict
+    params["PASSWORD"] = secret  # trust authentication ignores it; the tools still receive it
+    seen, stop = {}, threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if parent == os.getpid() and os.path.basename(cmdline[0]) in (b"pg_restore", b"psql"):
+                    seen[pid] = (b" ".join(cmdline).decode(), b"\0".join(environ).decode())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        services.restore_backup(backup=job, safety_backup=False)
+    finally:
+        stop.set()
+        watcher.join()
+        params["PASSWORD"] = ""
+    connecting = [(cmdline, environ) for cmdline, environ in seen.values() if "--dbname=" in cmdline]
+    assert connecting  # the loads into the new database
+    assert all(secret not in cmdline for cmdline, _environ in seen.values())
+    assert all(f"PGPASSWORD={secret}" in environ.split("\0") for _cmdline, environ in connecting)
+    assert all("django-secret-key" not in environ for _cmdline, environ in seen.values())

@@ -178,8 +178,10 @@ def tool_processes(alias, operation, tools):
     return seen
 
 
-def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog):
-    """pg_dump and psql get the password in their environment only (the test reads /proc/PID/cmdline)."""
+def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog, settings):
+    """pg_dump and psql get the password in their environment only (the test reads /proc/PID/cmdline).
+    In place: its psql waits for the lock that holds the tools up (a swap's: tests/test_restore_swap.py)."""
+    settings.BACKUP_RESTORE_STRATEGY = "in-place"
     secret = "S3cret-never-in-argv"
     params = connections[pagila].settings_dict
     params["PASSWORD"] = secret  # trust authentication ignores it; the tools still receive it
@@ -202,9 +204,11 @@ def test_password_never_in_argv_records_or_manifests(pagila, backup_dir, caplog)
     assert secret not in caplog.text
 
 
-def test_tools_get_no_application_secrets_in_their_environment(pagila, monkeypatch):
+def test_tools_get_no_application_secrets_in_their_environment(pagila, monkeypatch, settings):
     """pg_dump, pg_restore and psql see their own database's password and libpq's settings, not the
-    application's secret key or the other databases' URLs (read from /proc/PID/environ)."""
+    application's secret key or the other databases' URLs (read from /proc/PID/environ). In place, as
+    above; tests/test_restore_swap.py checks a swap's tools."""
+    settings.BACKUP_RESTORE_STRATEGY = "in-place"
     monkeypatch.setenv("DJANGO_SECRET_KEY", "django-secret-key-for-tools-test")
     monkeypatch.setenv("DATABASE_URL_ANALYTICS", "postgres://backup:other-db-password@db.internal/analytics")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-for-tools-test")

@@ -94,7 +94,7 @@ def test_worker_killed_mid_restore_leaves_the_database_unchanged_and_a_retry_suc
     first = worker()
     holder = LockHolder(pagila, "SELECT 1 FROM film LIMIT 1")  # the restore's drops wait for it: mid-restore
     try:
-        restore = services.request_restore(backup=backup, safety_backup=False)
+        restore = services.request_restore(backup=backup, safety_backup=False, strategy="in-place")
         wait_for(lambda: Restore.objects.filter(pk=restore.pk, status=RestoreStatus.RUNNING).exists(), timeout=60)
         wait_for(lambda: psql(pagila, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                       "AND wait_event_type = 'Lock'").strip() != "0", timeout=60)
@@ -112,6 +112,30 @@ def test_worker_killed_mid_restore_leaves_the_database_unchanged_and_a_retry_suc
     retry = finished(services.request_restore(backup=backup, safety_backup=False))  # the admin's Retry
     assert retry.status == RestoreStatus.COMPLETED
     assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+
+
+def test_worker_killed_mid_swap_leaves_the_live_database_and_the_next_operation_cleans_up(pagila, worker):
+    """A restore by swap whose worker dies while it loads the new database: the live one was never
+    touched; finding the dead job (as backup_check does) drops nothing yet, the retry removes the
+    half-loaded database and succeeds."""
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE film SET title = 'changed' WHERE film_id < 50")
+    before = fingerprint(pagila)
+    first = worker()
+    restore = services.request_restore(backup=backup, safety_backup=False, strategy="swap")
+    wait_for(lambda: Restore.objects.filter(pk=restore.pk, phase="loading").exists(), timeout=60)
+    kill_worker(first)
+
+    assert services.fail_dead_jobs() == 1
+    assert Restore.objects.get(pk=restore.pk).error == str(DEAD_REASON)
+    assert fingerprint(pagila) == before
+    worker()
+    retry = finished(services.request_restore(backup=backup, safety_backup=False, strategy="swap"))
+    assert retry.status == RestoreStatus.COMPLETED
+    assert psql(pagila, "SELECT count(*) FROM film WHERE title = 'changed'").strip() == "0"
+    name = connections[pagila].settings_dict["NAME"]
+    assert psql("postgres", f"SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '{name}\\_\\_%'"
+                ).strip() == retry.kept_database  # the killed restore's half-loaded database is gone
 
 
 def test_a_pending_job_whose_task_ended_without_running_it_is_failed_with_the_reason():

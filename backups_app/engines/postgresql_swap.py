@@ -22,7 +22,7 @@ from typing import Sequence
 from django.db import connections
 from django.utils.translation import gettext as _
 
-from ..errors import BackupError
+from ..errors import BackupError, DatabaseBusy
 from . import KeptTable, quote_ident, tool_process
 from . import postgresql_database
 
@@ -101,17 +101,30 @@ class NewDatabaseMixin:
             return False, _("the role may not end other roles' sessions (pg_signal_backend)")
         return True, _("the role may create databases, owns this one and may end sessions")
 
+    def lock_is_free(self) -> bool:
+        # A free lock means no swap runs: a live database left refusing connections by a killed one
+        # (a sub-second window) is let in again by whoever looks, monitoring included.
+        try:
+            with self.lock():
+                self._let_connections_in()
+                return True
+        except DatabaseBusy:
+            return False
+
+    def _let_connections_in(self) -> None:
+        with contextlib.suppress(BackupError), self._maintenance() as raw, raw.cursor() as cursor:
+            cursor.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [self.database_name])
+            row = cursor.fetchone()
+            if row and not row[0]:
+                cursor.execute(f"ALTER DATABASE {quote_ident(self.database_name)} ALLOW_CONNECTIONS true")
+
     def recover_interrupted_restore(self) -> None:
         """After a swap killed half-way (whoever holds the lock knows none runs): let sessions connect to the
         live database again, and drop the new databases it was loading."""
-        live = self.database_name
-        prefix = kept_name(live, "__restoring_")
+        self._let_connections_in()
+        prefix = kept_name(self.database_name, "__restoring_")
         try:
             with self._maintenance() as raw, raw.cursor() as cursor:
-                cursor.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [live])
-                row = cursor.fetchone()
-                if row and not row[0]:
-                    cursor.execute(f"ALTER DATABASE {quote_ident(live)} ALLOW_CONNECTIONS true")
                 cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND "
                                "substr(datname, length(%s) + 1) ~ '^[0-9]+$'", [prefix, prefix])
                 leftovers = [name for (name,) in cursor.fetchall()]

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run by the postgres image once, when it initialises an empty data volume: create the application's
-# role and database named in DATABASE_URL. The role owns its database and may create databases, but
-# is no superuser: a restore runs the archive's functions (in CHECK constraints, say) with the rights
+# role and database named in DATABASE_URL. The role owns its database, may create databases and end
+# other roles' sessions (so that a restore is done by swap), but is no superuser: a restore runs the archive's functions (in CHECK constraints, say) with the rights
 # of the role that restores, and a superuser's would hand them the whole server.
 set -eu
 
@@ -31,4 +31,6 @@ CREATE ROLE :"app_user" LOGIN CREATEDB PASSWORD :'app_password';
 SELECT format('CREATE DATABASE %I', :'app_db') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'app_db')
 \gexec
 ALTER DATABASE :"app_db" OWNER TO :"app_user";
+-- A restore by swap ends the sessions on the database at the swap moment (README, Restores).
+GRANT pg_signal_backend TO :"app_user";
 SQL
