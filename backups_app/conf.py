@@ -28,6 +28,26 @@ DEFAULTS: dict[str, Any] = {
     # The task backend of background jobs: db (the application's database) or rq (Redis, several hosts).
     "BACKUP_TASK_BACKEND": "db",
     "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
+    # Cron expression of the monitoring run that alerts while backup_check is CRITICAL (empty: none).
+    "BACKUP_CHECK_SCHEDULE": "30 * * * *",
+    # Alerts: e-mail addresses (empty: Django's ADMINS) and a Slack-compatible webhook URL (empty: none).
+    "BACKUP_NOTIFY_EMAILS": [],
+    "BACKUP_NOTIFY_WEBHOOK_URL": "",
+    # Also announce the jobs that succeeded.
+    "BACKUP_NOTIFY_ON_SUCCESS": False,
+    # The site's address, for links to the admin in alerts, e.g. https://backups.example.com (empty: paths only).
+    "BACKUP_SITE_URL": "",
+    # The bearer token /metrics asks for (empty: /metrics answers 404).
+    "BACKUP_METRICS_TOKEN": "",
+    # Restore drills: the server of the scratch databases (empty: the backed-up database's own server),
+    # a SQL file of queries that must each return true, a cron expression drilling each database's newest
+    # backup (empty: none), a drill of every new backup, and the age (days) after which an undrilled newest
+    # backup is a WARNING (0: never).
+    "BACKUP_DRILL_DATABASE_URL": "",
+    "BACKUP_DRILL_CHECKS": "",
+    "BACKUP_DRILL_SCHEDULE": "",
+    "BACKUP_DRILL_AFTER_BACKUP": False,
+    "BACKUP_DRILL_MAX_AGE_DAYS": 0,
 }
 
 

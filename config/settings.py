@@ -151,6 +151,31 @@ BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default=_defaults["BACK
 # backup_check turns CRITICAL when a database's newest successful backup is older than this.
 BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=_defaults["BACKUP_MAX_AGE_HOURS"])
 
+# Alerts (backups_app.notifications) and metrics ------------------------------------------------
+
+# The monitoring run that alerts while backup_check is CRITICAL (cron expression; empty: none).
+BACKUP_CHECK_SCHEDULE = env("BACKUP_CHECK_SCHEDULE", default=_defaults["BACKUP_CHECK_SCHEDULE"])
+# Who gets the alerts by e-mail (empty: ADMINS), and a Slack-compatible webhook (a secret: never logged).
+BACKUP_NOTIFY_EMAILS = env.list("BACKUP_NOTIFY_EMAILS", default=_defaults["BACKUP_NOTIFY_EMAILS"])
+BACKUP_NOTIFY_WEBHOOK_URL = env("BACKUP_NOTIFY_WEBHOOK_URL", default=_defaults["BACKUP_NOTIFY_WEBHOOK_URL"])
+BACKUP_NOTIFY_ON_SUCCESS = env.bool("BACKUP_NOTIFY_ON_SUCCESS", default=_defaults["BACKUP_NOTIFY_ON_SUCCESS"])
+BACKUP_SITE_URL = env("BACKUP_SITE_URL", default=_defaults["BACKUP_SITE_URL"])
+BACKUP_METRICS_TOKEN = env("BACKUP_METRICS_TOKEN", default=_defaults["BACKUP_METRICS_TOKEN"])
+# DJANGO_ADMINS=ops@example.com,dba@example.com: Django's ADMINS, the alerts' default recipients.
+ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]
+# Django's mail settings from one URL, e.g. smtp+tls://user:password@smtp.example.com:587 (default: localhost:25).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://localhost:25")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="backups@localhost")
+
+# Restore drills (manage.py backup_drill) ---------------------------------------------------------
+
+BACKUP_DRILL_DATABASE_URL = env("BACKUP_DRILL_DATABASE_URL", default=_defaults["BACKUP_DRILL_DATABASE_URL"])
+BACKUP_DRILL_CHECKS = env("BACKUP_DRILL_CHECKS", default=_defaults["BACKUP_DRILL_CHECKS"])
+BACKUP_DRILL_SCHEDULE = env("BACKUP_DRILL_SCHEDULE", default=_defaults["BACKUP_DRILL_SCHEDULE"])
+BACKUP_DRILL_AFTER_BACKUP = env.bool("BACKUP_DRILL_AFTER_BACKUP", default=_defaults["BACKUP_DRILL_AFTER_BACKUP"])
+BACKUP_DRILL_MAX_AGE_DAYS = env.float("BACKUP_DRILL_MAX_AGE_DAYS", default=_defaults["BACKUP_DRILL_MAX_AGE_DAYS"])
+
 # Background jobs (backups and restores asked for from the admin, `--background` or the schedule) ----
 
 # db: the queue is a table of the application's database and `manage.py backup_worker` runs it (one host,
@@ -174,6 +199,8 @@ CRONJOBS = [
     for schedule, job in (
         (BACKUP_SCHEDULE, "backups_app.schedule.scheduled_backup"),
         (BACKUP_CLEANUP_SCHEDULE, "backups_app.schedule.scheduled_cleanup"),
+        (BACKUP_CHECK_SCHEDULE, "backups_app.schedule.scheduled_check"),
+        (BACKUP_DRILL_SCHEDULE, "backups_app.schedule.scheduled_drill"),
     )
     if schedule
 ]
