@@ -55,7 +55,8 @@ def check_schedule_settings(app_configs, **kwargs):
     from .schedule import validate_cron_expression
 
     errors = []
-    for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011")):
+    for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011"),
+                           ("BACKUP_CHECK_SCHEDULE", "backups_app.E014"), ("BACKUP_DRILL_SCHEDULE", "backups_app.E015")):
         value = setting(name)
         if not value:
             continue  # empty: that job is not scheduled

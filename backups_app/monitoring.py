@@ -295,7 +295,7 @@ def _storage_problems(states, *, light: bool = False) -> list[Problem]:
         return [Problem(Level.CRITICAL, STORAGE, _("the backup storage is not writable: %(reason)s") % {"reason": reason})]
     largest = max((state.latest.size_bytes or 0 for state in states if state.latest), default=0)
     if root and largest:
-        free = shutil.disk_usage(_nearest_existing(root)).free
+        free = shutil.disk_usage(nearest_existing(root)).free
         if free < 2 * largest:
             return [Problem(
                 Level.WARNING, STORAGE_LOW,
@@ -325,13 +325,13 @@ def _storage_permission_problem(root: str | None) -> str:
         except Exception as exc:  # noqa: BLE001  (a storage backend's own errors)
             return _first_line(exc)
         return ""
-    existing = _nearest_existing(root)  # a missing storage directory is made by the first backup, in there
+    existing = nearest_existing(root)  # a missing storage directory is made by the first backup, in there
     if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
         return ""
     return _("%(path)s is not a directory this user may write in") % {"path": existing}
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     while not os.path.lexists(path):
         path = os.path.dirname(path)
     return path

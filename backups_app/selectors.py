@@ -108,3 +108,50 @@ def backup_to_dict(job: BackupJob) -> dict:
         "phase": (job.phase or None) if job.status not in USABLE_STATUSES else None,
         "trusted": job.trusted,
     }
+
+
+def latest_drill_per_database() -> dict[str, "Drill"]:
+    """Each database's newest finished restore drill (passed or failed), by when it finished."""
+    from .models import Drill, DrillStatus
+
+    newest_first = Window(RowNumber(), partition_by=F("database"), order_by=[F("finished_at").desc(), F("id").desc()])
+    drills = Drill.objects.filter(status__in=[DrillStatus.PASSED, DrillStatus.FAILED], finished_at__isnull=False)
+    return {drill.database: drill for drill in drills.annotate(rank=newest_first).filter(rank=1)}
+
+
+def failures_by_kind() -> dict[tuple[str, str], int]:
+    """How many failed backups, restores and drills the catalog holds, per (database, kind)."""
+    from .models import Drill, DrillStatus, RestoreStatus
+
+    counts = {}
+    for kind, model, failed in (("backup", BackupJob, BackupStatus.FAILED), ("restore", Restore, RestoreStatus.FAILED),
+                                ("drill", Drill, DrillStatus.FAILED)):
+        for row in model.objects.filter(status=failed).values("database").annotate(count=Count("id")).order_by():
+            counts[(row["database"], kind)] = row["count"]
+    return counts
+
+
+def storage_per_database() -> dict[str, int]:
+    """The bytes of the archives each database's usable backups keep in the storage."""
+    rows = (BackupJob.objects.filter(status__in=USABLE_STATUSES).values("database")
+            .annotate(total=Sum("size_bytes")).order_by())
+    return {row["database"]: row["total"] or 0 for row in rows}
+
+
+def drill_to_dict(drill) -> dict | None:
+    """The JSON shape of a restore drill (backup_drill --json, backup_show --json)."""
+    if drill is None:
+        return None
+    return {
+        "id": drill.pk,
+        "backup": drill.backup_id,
+        "database": drill.database,
+        "status": drill.status,
+        "started": drill.started_at.isoformat() if drill.started_at else None,
+        "finished": drill.finished_at.isoformat() if drill.finished_at else None,
+        "duration_seconds": drill.duration.total_seconds() if drill.duration else None,
+        "restore_seconds": drill.restore_seconds,
+        "tables": drill.tables,
+        "failed_checks": drill.failed_checks,
+        "error": drill.error or None,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +17,7 @@ from .. import archives
 from ..conf import setting
 from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
 from ..errors import BackupError
-from ..models import USABLE_STATUSES, BackupJob, BackupStatus
+from ..models import USABLE_STATUSES, BackupJob, BackupStatus, Drill, DrillStatus
 from ..selectors import (
     backup_to_dict,
     get_backup,
@@ -25,6 +26,8 @@ from ..selectors import (
     running_jobs,
     storage_totals,
 )
+
+logger = logging.getLogger(__name__)
 
 # A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
 MAX_RETENTION_DAYS = 36500
@@ -162,6 +165,7 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     # Never a database's newest backup, nor one that a restore is about to read or reads.
     keep = {job.pk for job in latest_successful_per_database().values()}
     keep |= set(restores_in_progress().values_list("backup_id", flat=True))
+    keep |= set(Drill.objects.filter(status__in=[DrillStatus.PENDING, DrillStatus.RUNNING]).values_list("backup_id", flat=True))
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES, created_at__lt=cutoff)
     expired = [job for job in usable if job.pk not in keep]
     failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
@@ -197,6 +201,10 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None, prev
             kept.add(job.pk)
     for name in plan.leftovers:
         archives.delete(name)
+    from .drills import drop_leftover_scratch_databases  # drills reads the catalog through this module
+
+    for name in drop_leftover_scratch_databases():
+        logger.info("Dropped the scratch database %s that a killed restore drill left behind.", name)
     return CleanupPlan(
         [job for job in plan.expired if job.pk not in kept],
         [job for job in plan.failed if job.pk not in kept],

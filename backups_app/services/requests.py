@@ -1,7 +1,7 @@
 """Ask for a backup or a restore to run in the background, and run it when a worker picks it up.
 
 The one request path of every entry point that does not wait for the result (the admin, the commands'
-`--background`, the schedule): request_backup() / request_restore() check the request, record it
+`--background`, the schedule): request_backup() / request_restore() / request_drill() check the request, record it
 (every option on the record) and, once that is committed, announce it (backups_app.signals); the task
 layer queues a task holding only the record's id, and the worker calls run_requested_backup() /
 run_requested_restore(), which read everything else from the record. Running in the foreground calls
@@ -16,11 +16,12 @@ from django.utils.translation import gettext as _
 
 from ..engines import get_engine
 from ..errors import BackupError
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from ..models import BackupJob, BackupStatus, BackupTrigger, Drill, DrillStatus, Restore, RestoreStatus
 from ..selectors import get_backup
-from ..signals import backup_requested, restore_requested
+from ..signals import backup_requested, drill_requested, restore_requested
 from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
+from .drills import drill_backup, drillable
 from .restore import restorable_into, restore_backup, untrusted_refusal
 
 
@@ -77,6 +78,15 @@ def request_restore(
     return restore
 
 
+def request_drill(*, backup: BackupJob | int, acting_user=None) -> Drill:
+    """Record a PENDING restore drill of a backup and queue it; return it at once."""
+    backup = get_backup(backup)
+    drillable(backup)
+    drill = Drill.objects.create(backup=backup, database=backup.database, **_user_fields(acting_user))
+    _announce_on_commit(drill_requested, drill=drill)
+    return drill
+
+
 def retry_backup(*, backup: BackupJob | int, acting_user=None) -> BackupJob:
     """Ask again for a failed backup, with the same options."""
     backup = get_backup(backup)
@@ -111,3 +121,11 @@ def run_requested_restore(*, restore_id: int) -> Restore:
         safety_backup=restore.take_safety_backup, terminate_sessions=restore.terminate_sessions,
         restore=restore, trust_archive=restore.trust_archive, wait=QUEUED_LOCK_WAIT,
     )
+
+
+def run_requested_drill(*, drill_id: int) -> Drill:
+    """Run a PENDING drill as its record says (the worker's side of request_drill)."""
+    drill = Drill.objects.select_related("backup").get(pk=drill_id)
+    if drill.status != DrillStatus.PENDING:
+        return drill
+    return drill_backup(backup=drill.backup, acting_user=drill.requested_by, drill=drill, wait=QUEUED_LOCK_WAIT)

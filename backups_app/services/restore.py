@@ -9,7 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .. import archives
+from .. import archives, notifications
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, RestoreIncomplete
@@ -84,11 +84,15 @@ def restore_backup(
             for field, value in _process_fields().items():
                 setattr(restore, field, value)
             restore.save()
-            return _run_restore(engine, backup, restore)
+            _run_restore(engine, backup, restore)
     except BackupError as exc:
         if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
             mark_failed(restore, str(exc))
+        if restore is not None and restore.pk:
+            notifications.notify_job(notifications.RESTORE, restore)
         raise
+    notifications.notify_job(notifications.RESTORE, restore)
+    return restore
 
 
 def untrusted_refusal(backup: BackupJob) -> str:
