@@ -64,6 +64,12 @@ def check_schedule_settings(app_configs, **kwargs):
             validate_cron_expression(value)
         except ValueError as exc:
             errors.append(Error(_("%(name)s is invalid: %(reason)s") % {"name": name, "reason": exc}, id=check_id))
+    if setting("BACKUP_DRILL_MAX_AGE_DAYS") < 0:
+        errors.append(Error(
+            _("BACKUP_DRILL_MAX_AGE_DAYS is %(value)s; it must be 0 (no warning) or a positive number of days.")
+            % {"value": setting("BACKUP_DRILL_MAX_AGE_DAYS")},
+            id="backups_app.E016",
+        ))
     max_age = setting("BACKUP_MAX_AGE_HOURS")
     if max_age <= 0:
         errors.append(Error(
@@ -90,9 +96,11 @@ HEALTH_CHECK_IDS = {
     "last_backup_failed": (Error, "backups_app.E023"),
     "interrupted": (Error, "backups_app.E024"),
     "catalog_unreadable": (Error, "backups_app.E025"),
+    "drill_failed": (Error, "backups_app.E026"),
     "never_backed_up": (Warning, "backups_app.W020"),
     "storage_low": (Warning, "backups_app.W021"),
     "dated_in_the_future": (Warning, "backups_app.W022"),
+    "not_drilled": (Warning, "backups_app.W023"),
 }
 
 

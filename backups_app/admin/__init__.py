@@ -16,20 +16,25 @@ from backups_app import archives, services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger
 
-from .display import ACTIVE_STATUSES, live_backup, when
+from .display import ACTIVE_STATUSES, elapsed_text, live_backup, seconds_text, when
 from .forms import RestoreForm
 from .stats import stats_panel
 from .views import BackupConsoleViews
+
+
+class DrillFilter(admin.ChoicesFieldListFilter):
+    title = gettext_lazy("last restore drill")
 
 
 @admin.register(BackupJob)
 class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     list_display = [
         "id", "status_badge", "database_short", "trigger_short", "created_short", "duration", "size",
-        "requested_by_short", "description_short",
+        "drill_short", "requested_by_short", "description_short",
     ]
     list_display_links = ["id"]
-    list_filter = ["status", "trigger", "database"]
+    list_filter = ["status", "trigger", "database", ("last_drill__status", DrillFilter)]
+    list_select_related = ["last_drill"]
     date_hierarchy = "created_at"
     search_fields = ["description", "file_name"]
     list_per_page = 50
@@ -42,6 +47,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
                                               "checksum", "trusted", "server_version", "tool_version"]}),
         (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
+        (gettext_lazy("Restore drill"), {"fields": ["drill_result", "drill_tables", "drill_history"]}),
         (gettext_lazy("Restores from this backup"), {"fields": ["restore_history"]}),
         (gettext_lazy("Manifest"), {"fields": ["manifest"]}),
     ]
@@ -182,6 +188,53 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
             (_("safety backup or error"),),
         ))
         return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', header, rows)
+
+    @admin.display(description=gettext_lazy("drill"), ordering="last_drill__status")
+    def drill_short(self, job):
+        drill = job.last_drill
+        if drill is None:
+            return "-"
+        return format_html('<span class="drill-{}" title="{}">{}</span>', drill.status,
+                           _("Restore drill #%(id)s, %(when)s") % {"id": drill.pk, "when": when(drill.finished_at)},
+                           drill.get_status_display().lower())
+
+    @admin.display(description=gettext_lazy("last drill"))
+    def drill_result(self, job):
+        drill = job.last_drill
+        if drill is None:
+            return _("Never drilled: nothing has proven yet that this backup restores (manage.py backup_drill %(id)s).") % {
+                "id": job.pk}
+        text = _("%(status)s on %(when)s: restored in %(restore)s, whole drill %(total)s.") % {
+            "status": drill.get_status_display(), "when": when(drill.finished_at),
+            "restore": seconds_text(drill.restore_seconds) if drill.restore_seconds is not None else "-",
+            "total": elapsed_text(drill.started_at, drill.finished_at)}
+        return format_html("{}<br>{}", text, drill.error) if drill.error else text
+
+    @admin.display(description=gettext_lazy("rows per table"))
+    def drill_tables(self, job):
+        drill = job.last_drill
+        if drill is None or not drill.tables:
+            return "-"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (table, counts["archive"], "-" if counts["restored"] is None else counts["restored"],
+             _("ok") if counts["restored"] == counts["archive"] else _("differs"))
+            for table, counts in drill.tables.items()
+        ))
+        checks = format_html_join("", "<tr><td colspan=\"3\"><code>{}</code></td><td>{}</td></tr>", (
+            (check["query"], check["result"]) for check in drill.failed_checks
+        ))
+        header = format_html_join("", "<th>{}</th>", ((_("table"),), (_("in the archive"),), (_("restored"),), ("",)))
+        return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}{}</tbody></table>',
+                           header, rows, checks)
+
+    @admin.display(description=gettext_lazy("drills"))
+    def drill_history(self, job):
+        drills = list(job.drills.all()[:20])
+        if not drills:
+            return "-"
+        return format_html_join(", ", "#{} {} ({})", (
+            (drill.pk, drill.get_status_display().lower(), when(drill.finished_at or drill.created_at)) for drill in drills
+        ))
 
     @admin.display(description=gettext_lazy("manifest"))
     def manifest(self, job):
