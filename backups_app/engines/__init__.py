@@ -12,7 +12,7 @@ import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from django.db import connections
 from django.utils.module_loading import import_string
@@ -60,9 +60,10 @@ class Engine:
     suffix: str = ""
     magic: bytes = b""
 
-    def __init__(self, alias: str):
+    def __init__(self, alias: str, connection=None):
         self.alias = alias
-        self.connection = connections[alias]
+        # A configured alias's connection, or a private one to another database (see on_database()).
+        self.connection = connection if connection is not None else connections[alias]
         # What the person should know about an operation that still succeeded; recorded on its job.
         self.warnings: list[str] = []
 
@@ -100,6 +101,43 @@ class Engine:
     ) -> None:
         """Replace the database's content with the archive read from `source`, all or nothing."""
         raise NotImplementedError
+
+    @property
+    def database_name(self) -> str:
+        """Return the name of this engine's database (SQLite: its file's path)."""
+        return str(self.connection.settings_dict["NAME"])
+
+    def on_database(self, name: str) -> Engine:
+        """Return an engine for database `name` on this engine's server (SQLite: the file `name`).
+
+        Its connection is private (not in django.db.connections); its alias is only a label.
+        """
+        settings_dict = {**self.connection.settings_dict, "NAME": name}
+        label = f"{self.alias}\u2192{name}"
+        return type(self)(label, connection=type(self.connection)(settings_dict, alias=label))
+
+    def restore_into_new(
+        self, archive_path: str, name: str, *, jobs: int = 1, tables: Sequence[str] = ()
+    ) -> Engine:
+        """Create database `name` on this server from the plain archive file `archive_path`; return its engine.
+
+        Nothing existing is touched: a `name` that exists is refused, and on any failure what was
+        created is dropped. `tables` ("schema.table") restores only those tables, with their indexes
+        and constraints.
+        """
+        raise BackupError(_("The %(engine)s engine cannot restore into a new database.") % {"engine": self.name})
+
+    def drop_database(self) -> None:
+        """Drop the database of an engine returned by restore_into_new() or on_database()."""
+        raise NotImplementedError
+
+    def _refuse_dropping_a_configured_database(self) -> None:
+        for alias in connections.settings:
+            settings_dict = connections[alias].settings_dict
+            if (settings_dict.get("NAME") == self.database_name and settings_dict.get("HOST") == self.connection.settings_dict.get("HOST")
+                    and settings_dict.get("PORT") == self.connection.settings_dict.get("PORT")):
+                raise BackupError(_("Database %(name)s is configured as %(alias)r; it is not dropped.")
+                                  % {"name": self.database_name, "alias": alias})
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:

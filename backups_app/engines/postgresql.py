@@ -47,9 +47,12 @@ from . import (
     tool_process,
 )
 from . import postgresql_database
+from . import postgresql_swap
+from .postgresql_swap import NewDatabaseMixin
 
 APPLICATION_NAME = "django-backups"
-# pg_try_advisory_lock(int, int): a constant pair; advisory locks are scoped to the database.
+# pg_try_advisory_lock(int, int): a constant and the database name's hash; advisory locks are scoped to
+# the database that holds them (the maintenance database).
 LOCK_KEY = (0x6261636B, 0x7570)
 # The longest lock wait PostgreSQL accepts (lock_timeout is an int of milliseconds), in seconds.
 MAX_LOCK_TIMEOUT = 2_147_483
@@ -70,7 +73,7 @@ def quote_literal(value: str) -> str:
     return "'%s'" % value.replace("'", "''")
 
 
-class PostgreSQLEngine(Engine):
+class PostgreSQLEngine(NewDatabaseMixin, Engine):
     name = "postgresql"
     suffix = "pgdump"
     magic = b"PGDMP"
@@ -107,14 +110,27 @@ class PostgreSQLEngine(Engine):
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        raw = self._connect()
+        # Held in the maintenance database, keyed by the database's name: a session in the database
+        # itself would block renaming it (a restore by swap). Without access to it, in the database.
+        try:
+            raw = self.on_database(postgresql_swap.MAINTENANCE_DATABASE)._connect()
+        except BackupError:
+            raw = self._connect()
         try:
             with raw.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_lock(%s, %s), pg_backend_pid()", LOCK_KEY)
+                cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)), pg_backend_pid()",
+                               [LOCK_KEY[0], self.database_name])
                 acquired, self._lock_pid = cursor.fetchone()
             if not acquired:
                 raise DatabaseBusy(self.alias)
-            yield
+            try:
+                yield
+            finally:
+                # Released by a statement, not only by closing: the server ends a closed session a moment
+                # later, and an operation started right after this one would find the lock still taken.
+                with contextlib.suppress(self.connection.Database.Error):
+                    with raw.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [LOCK_KEY[0], self.database_name])
         finally:
             raw.close()
 

@@ -14,7 +14,7 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 from django.utils.translation import gettext as _
 
@@ -119,6 +119,33 @@ class SQLiteEngine(Engine):
         finally:
             os.unlink(scratch)
         self.connection.close()
+
+    def restore_into_new(self, archive_path: str, name: str, *, jobs: int = 1, tables: Sequence[str] = ()):
+        """Write the archive to the new file `name` (a path), checked first; refuse a path that exists."""
+        if tables:
+            raise BackupError(_("A SQLite backup is restored into a new file whole; --table is for PostgreSQL."))
+        target = Path(name)
+        if target.exists():
+            raise BackupError(_("%(path)s already exists; choose a path where there is no file.") % {"path": target})
+        if not target.parent.is_dir():
+            raise BackupError(_("The directory %(path)s does not exist; create it first.") % {"path": target.parent})
+        descriptor, scratch = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".backup-tmp", dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as output, open(archive_path, "rb") as source:
+                copy_stream(source, output)
+            _check_file(scratch)
+            os.link(scratch, target)  # never over a file that appeared meanwhile
+        except FileExistsError as exc:
+            raise BackupError(_("%(path)s already exists; choose a path where there is no file.") % {"path": target}) from exc
+        finally:
+            os.unlink(scratch)
+        return self.on_database(str(target))
+
+    def drop_database(self) -> None:
+        self._refuse_dropping_a_configured_database()
+        self.connection.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
     @classmethod
     def archive_tables(cls, source: BinaryIO) -> list[str]:
