@@ -141,7 +141,7 @@ def create_backup(
         raise error
     notifications.notify_job(notifications.BACKUP, job)
     if setting("BACKUP_DRILL_AFTER_BACKUP"):
-        from .drills import request_drill  # drills import this module
+        from .requests import request_drill  # requests imports this module
 
         try:
             request_drill(backup=job, acting_user=job.requested_by)

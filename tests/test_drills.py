@@ -1,0 +1,196 @@
+"""Restore drills: a backup restored into a scratch database, counted, checked and dropped."""
+
+import json
+import sqlite3
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connections
+from django.utils import timezone
+
+from backups_app import monitoring, services, tasks
+from backups_app.models import BackupJob, Drill, DrillStatus
+from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
+
+from .conftest import psql, rows
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
+
+
+def scratch_databases() -> list[str]:
+    """The drill databases of this test run's installation on the server."""
+    return rows("postgres", f"SELECT datname FROM pg_database WHERE starts_with(datname, '{SCRATCH_PREFIX}{installation_tag()}_')")
+
+
+def table_counts(alias: str) -> dict[str, int]:
+    """Every table's own rows (not its partitions'), counted in the database itself."""
+    tables = rows(alias, """
+        SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'""")
+    return {table: int(psql(alias, f"SELECT count(*) FROM ONLY {table}")) for table in tables}
+
+
+def test_a_pagila_drill_passes_with_every_tables_count(pagila):
+    backup = services.create_backup(database=pagila)
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.PASSED, drill.error
+    expected = table_counts(pagila)
+    assert {table: counts["archive"] for table, counts in drill.tables.items()} == expected
+    assert {table: counts["restored"] for table, counts in drill.tables.items()} == expected
+    assert expected["public.rental"] == 16044 and expected["public.payment_p2022_01"] > 0
+    assert drill.restore_seconds > 0 and drill.finished_at >= drill.started_at
+    assert scratch_databases() == []
+    backup.refresh_from_db()
+    assert backup.last_drill == drill
+
+
+def test_a_drill_whose_restore_fails_says_why_and_leaves_no_scratch_database(pagila, settings):
+    """The archive holds a table owned by a role that no longer exists: restoring it fails."""
+    settings.BACKUP_DATABASES = [pagila]
+    role = f"backups_drill_role_{django_settings.RUN_ID}"
+    psql("postgres", f"DROP ROLE IF EXISTS {role}")
+    psql("postgres", f"CREATE ROLE {role}")
+    try:
+        psql(pagila, f"CREATE TABLE owned_by_gone (id int); INSERT INTO owned_by_gone VALUES (1); "
+                     f"ALTER TABLE owned_by_gone OWNER TO {role}")
+        backup = services.create_backup(database=pagila)
+        psql(pagila, f"DROP OWNED BY {role}")
+    finally:
+        psql("postgres", f"DROP ROLE IF EXISTS {role}")
+
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.FAILED
+    assert f'role "{role}" does not exist' in drill.error
+    assert scratch_databases() == []
+    backup.refresh_from_db()
+    assert backup.last_drill == drill
+    code, out = _check()
+    assert code == 2 and f"target: the restore drill of backup #{backup.pk} failed" in out
+
+
+def test_a_drill_of_a_damaged_archive_fails_and_creates_nothing(pagila, backup_dir):
+    backup = services.create_backup(database=pagila)
+    path = backup_dir / backup.file_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.FAILED and "checksum" in drill.error.lower()
+    assert scratch_databases() == []
+
+
+def test_drill_checks_must_each_return_true(pagila, settings, tmp_path):
+    checks = tmp_path / "checks.sql"
+    checks.write_text("-- the shop's own expectations\n"
+                      "SELECT count(*) > 100 FROM public.actor;\n"
+                      "SELECT count(*) > 1000000 FROM public.rental;\n"
+                      "SELECT no_such_column FROM public.film;\n")
+    settings.BACKUP_DRILL_CHECKS = str(checks)
+    backup = services.create_backup(database=pagila)
+
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.FAILED
+    assert [check["query"] for check in drill.failed_checks] == [
+        "SELECT count(*) > 1000000 FROM public.rental", "SELECT no_such_column FROM public.film"]
+    assert drill.failed_checks[0]["result"] == "False" and "no_such_column" in drill.failed_checks[1]["result"]
+    assert "2 of the BACKUP_DRILL_CHECKS queries did not return true" in drill.error
+    assert all(counts["archive"] == counts["restored"] for counts in drill.tables.values())
+    assert scratch_databases() == []
+
+
+def test_a_sqlite_drill_passes_and_removes_its_scratch_file(tmp_path):
+    path = connections["sqlite"].settings_dict["NAME"]
+    database = sqlite3.connect(path)
+    database.executescript("DROP TABLE IF EXISTS drilled; CREATE TABLE drilled (id INTEGER PRIMARY KEY, name TEXT);"
+                           "INSERT INTO drilled (name) SELECT 'row' FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                           "SELECT i + 1 FROM n WHERE i < 250) SELECT i FROM n);")
+    database.commit()
+    database.close()
+    backup = services.create_backup(database="sqlite")
+
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert drill.tables["drilled"] == {"archive": 250, "restored": 250}
+    assert drill.scratch_name.endswith(".sqlite3") and not __import__("os").path.exists(drill.scratch_name)
+
+
+def test_backup_drill_command_runs_as_a_job_from_the_queue(pagila):
+    backup = services.create_backup(database=pagila)
+    out = StringIO()
+    call_command("backup_drill", "--latest", "--database", pagila, "--background", "--json", stdout=out)
+    queued = json.loads(out.getvalue())
+    drill = Drill.objects.get(pk=queued["id"])
+    assert (drill.status, drill.backup_id) == (DrillStatus.PENDING, backup.pk) and drill.task_id
+
+    assert tasks.run_drill.call(drill.pk) == DrillStatus.PASSED  # what a worker runs
+
+    out = StringIO()
+    call_command("backup_show", str(backup.pk), "--json", stdout=out)
+    shown = json.loads(out.getvalue())["last_drill"]
+    assert shown["id"] == drill.pk and shown["status"] == "passed" and shown["tables"]["public.actor"] == {
+        "archive": 200, "restored": 200}
+
+
+def test_backup_drill_command_exits_1_when_the_drill_fails(pagila, backup_dir):
+    backup = services.create_backup(database=pagila)
+    (backup_dir / backup.file_name).write_bytes(b"not an archive")
+    with pytest.raises(CommandError, match="is refused"):
+        call_command("backup_drill", str(backup.pk), stdout=StringIO())
+    with pytest.raises(CommandError, match="--database goes with --latest"):
+        call_command("backup_drill", str(backup.pk), "--database", pagila, stdout=StringIO())
+
+
+def test_a_backup_is_drilled_after_it_completes_when_asked(pagila, settings):
+    settings.BACKUP_DRILL_AFTER_BACKUP = True
+    backup = services.create_backup(database=pagila)
+    drill = Drill.objects.get(backup=backup)
+    assert drill.status == DrillStatus.PENDING and drill.task_id
+
+
+def test_cleanup_drops_the_scratch_databases_that_killed_drills_left(pagila):
+    ours = f"{SCRATCH_PREFIX}{installation_tag()}_999_abcdef"
+    theirs = f"{SCRATCH_PREFIX}00000000_999_abcdef"  # another installation sharing the server
+    for name in (ours, theirs):
+        psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+        psql("postgres", f"CREATE DATABASE {name}")
+    try:
+        services.cleanup_backups()
+        remaining = rows("postgres", f"SELECT datname FROM pg_database WHERE datname IN ('{ours}', '{theirs}')")
+    finally:
+        for name in (ours, theirs):
+            psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+    assert remaining == [theirs]
+
+
+def test_monitoring_warns_when_no_drill_passed_within_the_limit(pagila, settings):
+    settings.BACKUP_DATABASES = [pagila]
+    settings.BACKUP_DRILL_MAX_AGE_DAYS = 7
+    backup = services.create_backup(database=pagila)
+    report = monitoring.check_health()
+    assert [problem.code for problem in report.problems] == [monitoring.NOT_DRILLED]
+    assert report.level == monitoring.Level.WARNING
+
+    drill = services.drill_backup(backup=backup)
+    assert monitoring.check_health().problems == []
+    Drill.objects.filter(pk=drill.pk).update(finished_at=timezone.now() - timedelta(days=8))
+    assert [problem.code for problem in monitoring.check_health().problems] == [monitoring.NOT_DRILLED]
+    assert BackupJob.objects.get(pk=backup.pk).last_drill_id == drill.pk
+
+
+def _check():
+    out = StringIO()
+    try:
+        call_command("backup_check", stdout=out, stderr=StringIO())
+    except CommandError as exc:
+        return exc.returncode, out.getvalue()
+    return 0, out.getvalue()
