@@ -1,22 +1,24 @@
 """Restore drills: a backup restored into a scratch database, counted, checked and dropped."""
 
 import json
+import signal
 import sqlite3
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.conf import settings as django_settings
+from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
 
-from backups_app import monitoring, services, tasks
-from backups_app.models import BackupJob, Drill, DrillStatus
+from backups_app import monitoring, schedule, services, tasks
+from backups_app.models import BackupJob, Drill, DrillPhase, DrillStatus
 from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
 
-from .conftest import psql, rows
+from .conftest import manage, psql, rows, url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
 
@@ -194,3 +196,73 @@ def _check():
     except CommandError as exc:
         return exc.returncode, out.getvalue()
     return 0, out.getvalue()
+
+
+def test_a_killed_drill_leaves_its_scratch_database_only_until_cleanup(pagila, backup_dir):
+    """SIGKILL the process running a drill while it restores: its scratch database stays, and cleanup drops it."""
+    backup = services.create_backup(database=pagila)
+    process = manage(backup_dir, "backup_drill", str(backup.pk))
+    try:
+        drill = wait_for(lambda: Drill.objects.filter(backup=backup, phase=DrillPhase.RESTORING).first(), timeout=60)
+        wait_for(lambda: drill.scratch_name in scratch_databases(), timeout=60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert drill.scratch_name in scratch_databases()
+
+    services.cleanup_backups()
+
+    assert scratch_databases() == []
+    drill.refresh_from_db()
+    assert drill.status == DrillStatus.FAILED and "stopped before it finished" in drill.error
+
+
+def test_a_drill_restores_on_the_server_of_backup_drill_database_url(pagila, settings):
+    params = connections[pagila].settings_dict
+    settings.BACKUP_DRILL_DATABASE_URL = f"postgres://{params['USER']}@{params['HOST']}:{params['PORT'] or 5432}/postgres"
+    backup = services.create_backup(database=pagila)
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert scratch_databases() == []
+
+    settings.BACKUP_DRILL_DATABASE_URL = "postgres://drills:pw-secret@127.0.0.1:1/postgres"  # nothing listens there
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.FAILED and "127.0.0.1" in drill.error and "pw-secret" not in drill.error
+
+
+def test_the_drill_schedule_asks_for_each_databases_newest_backup(pagila, settings):
+    older = services.create_backup(database=pagila)
+    newest = services.create_backup(database=pagila)
+    runs = schedule.run_scheduled_drills([pagila, "sqlite"])  # sqlite has no backup: skipped
+    assert [run.outcome for run in runs] == [schedule.QUEUED]
+    drill = Drill.objects.get()
+    assert (drill.backup_id, drill.status) == (newest.pk, DrillStatus.PENDING) and older.pk != newest.pk
+
+
+def test_a_failed_drill_is_announced(pagila, backup_dir, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.BACKUP_NOTIFY_EMAILS = ["ops@example.com"]
+    backup = services.create_backup(database=pagila)
+    (backup_dir / backup.file_name).write_bytes(b"damaged")
+    drill = services.drill_backup(backup=backup)
+    assert [message.subject for message in mail.outbox] == [
+        f"[backups] Restore drill of backup #{backup.pk} (database target) failed"]
+    assert drill.error in mail.outbox[0].body
+
+
+def test_the_admin_shows_each_backups_last_drill(admin_client, pagila, backup_dir):
+    passed = services.create_backup(database=pagila)
+    services.drill_backup(backup=passed)
+    failed = services.create_backup(database=pagila)
+    (backup_dir / failed.file_name).write_bytes(b"damaged")
+    services.drill_backup(backup=failed)
+    never = services.create_backup(database=pagila)
+
+    listing = admin_client.get(url("changelist")).content.decode()
+    assert listing.count('class="drill-passed"') == 1 and listing.count('class="drill-failed"') == 1
+    only_failed = admin_client.get(url("changelist") + "?last_drill__status__exact=failed")
+    assert [job.pk for job in only_failed.context["cl"].result_list] == [failed.pk]
+
+    page = admin_client.get(url("change", passed.pk)).content.decode()
+    assert "Passed on" in page and "<td>public.actor</td><td>200</td><td>200</td><td>ok</td>" in page
+    assert "Never drilled" in admin_client.get(url("change", never.pk)).content.decode()

@@ -135,7 +135,8 @@ def scratch_server(engine: Engine) -> Engine:
     import environ
 
     label = "drill-server"
-    params = connections.configure_settings({label: environ.Env.db_url_config(url)})[label]
+    # Django's defaults of a DATABASES entry filled in (it insists on calling the one entry "default").
+    params = connections.configure_settings({"default": environ.Env.db_url_config(url)})["default"]
     connection = load_backend(params["ENGINE"]).DatabaseWrapper(params, alias=label)
     if connection.vendor != engine.name:
         raise BackupError(
@@ -161,7 +162,11 @@ def _run_drill(engine: Engine, backup: BackupJob, drill: Drill, checks: list[str
         set_phase(drill, DrillPhase.RESTORING)
         with archive_file(backup) as path:
             started = time.monotonic()
-            scratch = server.restore_into_new(path, drill.scratch_name, jobs=os.cpu_count() or 1)
+            try:
+                scratch = server.restore_into_new(path, drill.scratch_name, jobs=os.cpu_count() or 1)
+            except BackupError as exc:
+                raise BackupError(_("Backup #%(id)s did not restore into a scratch database: %(reason)s")
+                                  % {"id": backup.pk, "reason": exc}) from exc
             drill.restore_seconds = round(time.monotonic() - started, 3)
             set_phase(drill, DrillPhase.COUNTING)
             held = type(engine).archive_row_counts(path)
@@ -205,8 +210,7 @@ def run_checks(scratch: Engine, checks: list[str]) -> list[dict]:
                 cursor.execute(query)
                 row = cursor.fetchone()
             result = row[0] if row else None
-        except Exception as exc:  # noqa: BLE001  (a query that fails is a check that failed)
-            scratch.connection.rollback() if not scratch.connection.get_autocommit() else None
+        except Exception as exc:  # noqa: BLE001  (a query that fails is a check that failed; autocommit: the next runs)
             failed.append({"query": query, "result": _("error: %(reason)s") % {"reason": str(exc).strip().splitlines()[0]}})
             continue
         if result is not True and result != 1:
