@@ -266,3 +266,9 @@ def test_the_admin_shows_each_backups_last_drill(admin_client, pagila, backup_di
     page = admin_client.get(url("change", passed.pk)).content.decode()
     assert "Passed on" in page and "<td>public.actor</td><td>200</td><td>200</td><td>ok</td>" in page
     assert "Never drilled" in admin_client.get(url("change", never.pk)).content.decode()
+
+    assert admin_client.get(url("drill", never.pk)).status_code == 405
+    response = admin_client.post(url("drill", never.pk))
+    assert response.status_code == 302 and response["Location"] == url("change", never.pk)
+    asked = Drill.objects.get(backup=never)
+    assert asked.status == DrillStatus.PENDING and asked.requested_by_name == "admin" and asked.task_id

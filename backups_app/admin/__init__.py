@@ -39,7 +39,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     search_fields = ["description", "file_name"]
     list_per_page = 50
     show_full_result_count = False  # one COUNT(*) less on every filtered page
-    actions = ["restore_selected", "verify_selected", "retry_selected"]
+    actions = ["restore_selected", "verify_selected", "drill_selected", "retry_selected"]
     fieldsets = [
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
                            "live_phase", "error_text", "warning"]}),
@@ -343,6 +343,11 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
                 request, _("Backup #%(id)s is queued again as backup #%(new)s.") % {"id": job.pk, "new": new.pk},
                 messages.SUCCESS,
             )
+
+    @admin.action(permissions=["restore"], description=gettext_lazy("Drill the selected backups (restore into a scratch database)"))
+    def drill_selected(self, request, queryset):
+        for job in queryset:
+            self.drill_and_report(request, job)
 
     @admin.action(permissions=["verify"], description=gettext_lazy("Verify the selected backups' archives"))
     def verify_selected(self, request, queryset):

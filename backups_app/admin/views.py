@@ -49,6 +49,7 @@ class BackupConsoleViews:
             path("restores/<int:restore_id>/", wrap(self.restore_status_view), name="%s_%s_restore_status" % info),
             path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
             path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
+            path("<path:object_id>/drill/", wrap(self.drill_view), name="%s_%s_drill" % info),
             path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
             *super().get_urls(),
         ]
@@ -158,6 +159,29 @@ class BackupConsoleViews:
                 request, _("Backup #%(id)s is damaged: %(problem)s") % {"id": job.pk, "problem": result.problem},
                 messages.ERROR,
             )
+
+    # Restore drill ------------------------------------------------------------------------------
+
+    def drill_view(self, request, object_id):
+        """Queue a restore drill of one backup (POST); its result shows on the backup's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        self.drill_and_report(request, self.get_job_or_404(request, object_id))
+        return HttpResponseRedirect(self.url("change", object_id))
+
+    def drill_and_report(self, request, job):
+        try:
+            drill = services.request_drill(backup=job, acting_user=request.user)
+        except BackupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.log_change(request, job, _("Asked for restore drill #%(id)s.") % {"id": drill.pk})
+        self.message_user(request, _(
+            "Restore drill #%(id)s of backup #%(backup)s is queued: a worker restores it into a scratch database, "
+            "checks it and drops it; the result shows on the backup's page."
+        ) % {"id": drill.pk, "backup": job.pk}, messages.SUCCESS)
 
     # Restore ----------------------------------------------------------------------------------
 
