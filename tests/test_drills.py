@@ -71,7 +71,7 @@ def test_a_drill_whose_restore_fails_says_why_and_leaves_no_scratch_database(pag
     assert f'role "{role}" does not exist' in drill.error
     assert scratch_databases() == []
     backup.refresh_from_db()
-    assert backup.last_drill == drill
+    assert backup.last_drill == drill and (backup.drill_result, backup.drilled_at) == ("failed", drill.finished_at)
     code, out = _check()
     assert code == 2 and f"target: the restore drill of backup #{backup.pk} failed" in out
 
@@ -186,7 +186,7 @@ def test_monitoring_warns_when_no_drill_passed_within_the_limit(pagila, settings
     assert monitoring.check_health().problems == []
     Drill.objects.filter(pk=drill.pk).update(finished_at=timezone.now() - timedelta(days=8))
     assert [problem.code for problem in monitoring.check_health().problems] == [monitoring.NOT_DRILLED]
-    assert BackupJob.objects.get(pk=backup.pk).last_drill_id == drill.pk
+    assert BackupJob.objects.get(pk=backup.pk).drill_result == DrillStatus.PASSED
 
 
 def _check():
@@ -260,7 +260,7 @@ def test_the_admin_shows_each_backups_last_drill(admin_client, pagila, backup_di
 
     listing = admin_client.get(url("changelist")).content.decode()
     assert listing.count('class="drill-passed"') == 1 and listing.count('class="drill-failed"') == 1
-    only_failed = admin_client.get(url("changelist") + "?last_drill__status__exact=failed")
+    only_failed = admin_client.get(url("changelist") + "?drill_result__exact=failed")
     assert [job.pk for job in only_failed.context["cl"].result_list] == [failed.pk]
 
     page = admin_client.get(url("change", passed.pk)).content.decode()
@@ -272,3 +272,14 @@ def test_the_admin_shows_each_backups_last_drill(admin_client, pagila, backup_di
     assert response.status_code == 302 and response["Location"] == url("change", never.pk)
     asked = Drill.objects.get(backup=never)
     assert asked.status == DrillStatus.PENDING and asked.requested_by_name == "admin" and asked.task_id
+
+
+def test_restoring_the_catalogs_own_database_keeps_its_drills():
+    backup = services.create_backup(database="default")
+    drill = services.drill_backup(backup=backup)  # made after the backup: the archive lacks it
+    assert drill.status == DrillStatus.PASSED, drill.error
+
+    services.restore_backup(backup=backup, safety_backup=False)
+
+    assert Drill.objects.get(pk=drill.pk).tables == drill.tables
+    assert BackupJob.objects.get(pk=backup.pk).drill_result == DrillStatus.PASSED

@@ -22,10 +22,6 @@ from .stats import stats_panel
 from .views import BackupConsoleViews
 
 
-class DrillFilter(admin.ChoicesFieldListFilter):
-    title = gettext_lazy("last restore drill")
-
-
 @admin.register(BackupJob)
 class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     list_display = [
@@ -33,8 +29,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         "drill_short", "requested_by_short", "description_short",
     ]
     list_display_links = ["id"]
-    list_filter = ["status", "trigger", "database", ("last_drill__status", DrillFilter)]
-    list_select_related = ["last_drill"]
+    list_filter = ["status", "trigger", "database", "drill_result"]
     date_hierarchy = "created_at"
     search_fields = ["description", "file_name"]
     list_per_page = 50
@@ -47,7 +42,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
                                               "checksum", "trusted", "server_version", "tool_version"]}),
         (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
-        (gettext_lazy("Restore drill"), {"fields": ["drill_result", "drill_tables", "drill_history"]}),
+        (gettext_lazy("Restore drill"), {"fields": ["last_drill_text", "drill_tables", "drill_history"]}),
         (gettext_lazy("Restores from this backup"), {"fields": ["restore_history"]}),
         (gettext_lazy("Manifest"), {"fields": ["manifest"]}),
     ]
@@ -189,17 +184,16 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         ))
         return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', header, rows)
 
-    @admin.display(description=gettext_lazy("drill"), ordering="last_drill__status")
+    @admin.display(description=gettext_lazy("drill"), ordering="drill_result")
     def drill_short(self, job):
-        drill = job.last_drill
-        if drill is None:
+        if not job.drill_result:
             return "-"
-        return format_html('<span class="drill-{}" title="{}">{}</span>', drill.status,
-                           _("Restore drill #%(id)s, %(when)s") % {"id": drill.pk, "when": when(drill.finished_at)},
-                           drill.get_status_display().lower())
+        return format_html('<span class="drill-{}" title="{}">{}</span>', job.drill_result,
+                           _("Restore drill finished %(when)s") % {"when": when(job.drilled_at)},
+                           job.get_drill_result_display().lower())
 
     @admin.display(description=gettext_lazy("last drill"))
-    def drill_result(self, job):
+    def last_drill_text(self, job):
         drill = job.last_drill
         if drill is None:
             return _("Never drilled: nothing has proven yet that this backup restores (manage.py backup_drill %(id)s).") % {

@@ -195,10 +195,12 @@ def task_state(task_id: str) -> str | None:
         return "UNKNOWN"
 
 
-def fail_dead_jobs(database: str | None = None) -> int:
-    """Mark FAILED, with the reason, every unfinished job whose worker is gone; return how many."""
+def fail_dead_jobs(database: str | None = None, *, kinds: tuple[type, ...] = (BackupJob, Restore, Drill)) -> int:
+    """Mark FAILED, with the reason, every unfinished job (of `kinds`) whose worker is gone; return how many."""
     failed = 0
     for record, reason in find_dead_jobs(database):
+        if not isinstance(record, kinds):
+            continue
         statuses = STATUSES[type(record)]
         failed += type(record).objects.filter(pk=record.pk, status=record.status).update(
             status=statuses.FAILED, finished_at=timezone.now(), error=reason

@@ -5,7 +5,7 @@ on BACKUP_DRILL_DATABASE_URL; SQLite: a temporary file) through the engines' res
 never touching an existing database; it then checks that every table of the archive exists with as
 many rows as the archive holds for it (counted from the archive's data), runs the queries of
 BACKUP_DRILL_CHECKS, which must each return true, and drops the scratch database. The outcome is a
-Drill record, and the backup's `last_drill`.
+Drill record, summed up on the backup (`drill_result`, `drilled_at`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def drill_backup(*, backup: BackupJob | int, acting_user=None, drill: Drill | No
             mark_failed(drill, str(exc))
         if drill is None or not drill.pk:
             raise
-    BackupJob.objects.filter(pk=drill.backup_id).update(last_drill=drill)
+    BackupJob.objects.filter(pk=drill.backup_id).update(drill_result=drill.status, drilled_at=drill.finished_at)
     notifications.notify_job(notifications.DRILL, drill)
     return drill
 
@@ -243,7 +243,7 @@ def drop_leftover_scratch_databases() -> list[str]:
     A drill that was killed leaves its scratch database behind; the dead-job rule marks the drill FAILED,
     and then this drops it by name. Return the names dropped.
     """
-    fail_dead_jobs()  # a killed drill is RUNNING until this rule marks it FAILED
+    fail_dead_jobs(kinds=(Drill,))  # a killed drill is RUNNING until the dead-job rule marks it FAILED
     prefix = f"{SCRATCH_PREFIX}{installation_tag()}_"
     in_use = set(Drill.objects.filter(status__in=ACTIVE_DRILL_STATUSES).values_list("scratch_name", flat=True))
     dropped = []

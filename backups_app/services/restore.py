@@ -13,7 +13,7 @@ from .. import archives, notifications
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, RestoreIncomplete
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus
+from ..models import BackupJob, BackupStatus, BackupTrigger, Drill, Restore, RestorePhase, RestoreStatus
 from ..selectors import get_backup
 from .backup import _run_backup
 from .catalog import checksum_problem
@@ -22,15 +22,18 @@ from .common import _process_fields, _user_fields, database_lock, mark_failed, s
 
 def _catalog_tables() -> list[KeptTable]:
     """Describe the tables that every restore of the catalog's own database keeps as they are now:
-    the catalog, and the task queue's results (a running restore's own task among them)."""
+    the catalog (backups, restores, drills), and the task queue's results (a running restore's own task
+    among them). An archive made before drills existed lacks their table: it is restored, and migrate
+    makes the table again."""
     tables = []
-    for model in (BackupJob, Restore):
+    catalog = (BackupJob, Restore, Drill)
+    for model in catalog:
         outside_refs = {
             field.column: (field.related_model._meta.db_table, field.target_field.column)
             for field in model._meta.concrete_fields
-            if field.is_relation and field.related_model not in (BackupJob, Restore)
+            if field.is_relation and field.related_model not in catalog
         }
-        tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs))
+        tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs, required=model is not Drill))
     if apps.is_installed("django_tasks_db"):
         queue = apps.get_model("django_tasks_database", "DBTaskResult")
         tables.append(KeptTable(queue._meta.db_table, queue._meta.pk.column, required=False))
