@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_DRILL_SCHEDULE": "",
     "BACKUP_DRILL_AFTER_BACKUP": False,
     "BACKUP_DRILL_MAX_AGE_DAYS": 0,
+    # age public keys (age1..., separated by commas or spaces) that new archives are encrypted to; empty: none.
+    "BACKUP_AGE_RECIPIENTS": "",
+    # The file of age private keys (AGE-SECRET-KEY-1... lines) that restore, deep verify and table listing
+    # decrypt with; only where backups are restored, never needed to make them.
+    "BACKUP_AGE_IDENTITY_FILE": "",
 }
 
 
