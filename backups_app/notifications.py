@@ -116,20 +116,26 @@ def notify_job(event: str, record: BackupJob | Restore | Drill) -> None:
 
 def notify_monitoring(report) -> None:
     """Announce a CRITICAL monitoring report (the schedule's monitoring run calls this)."""
-    problems = [problem for problem in report.problems if problem.level == report.level]
-    databases = sorted({problem.database for problem in problems if problem.database})
-    alert = Alert(
-        MONITORING, False, ", ".join(databases) or None, "backup_check",
-        _("Backups are CRITICAL"),
-        scrub("; ".join(problem.message for problem in problems)),
-        reverse("admin:backups_app_backupjob_changelist"),
-    )
+    try:
+        problems = [problem for problem in report.problems if problem.level == report.level]
+        databases = sorted({problem.database for problem in problems if problem.database})
+        alert = Alert(
+            MONITORING, False, ", ".join(databases) or None, "backup_check",
+            _("Backups are CRITICAL"),
+            scrub("; ".join(problem.message for problem in problems)),
+            reverse("admin:backups_app_backupjob_changelist"),
+        )
+    except Exception:  # noqa: BLE001  (an alert must never fail the run that reports)
+        logger.exception("Could not describe the monitoring report for an alert.")
+        return
     send(alert)
 
 
 def send(alert: Alert) -> None:
     """Send an alert by e-mail and to the webhook; log, never raise."""
-    recipients = list(setting("BACKUP_NOTIFY_EMAILS")) or [address for _name, address in settings.ADMINS]
+    recipients = list(setting("BACKUP_NOTIFY_EMAILS")) or [
+        admin if isinstance(admin, str) else admin[1] for admin in settings.ADMINS  # Django 6: plain addresses
+    ]
     if recipients:
         try:
             send_mail(f"[backups] {alert.subject}", alert.text(), None, recipients)
@@ -137,7 +143,10 @@ def send(alert: Alert) -> None:
             logger.error("The alert e-mail %r could not be sent: %s", alert.subject, scrub(str(exc)))
     url = setting("BACKUP_NOTIFY_WEBHOOK_URL")
     if url:
-        _post(url, alert)
+        try:
+            _post(url, alert)
+        except Exception:  # noqa: BLE001  (whatever _post did not foresee)
+            logger.exception("The alert %r could not be posted.", alert.subject)
 
 
 def _post(url: str, alert: Alert) -> None:

@@ -134,12 +134,13 @@ def create_backup(
                     return job
             job.compression = compression
             _run_backup(engine, job)
+        error = None
     except BackupError as exc:
         error = _refuse(job, exc)
-        if job is not None and job.pk:
-            notifications.notify_job(notifications.BACKUP, job)
+    if job is not None and job.pk:  # it ran, or was refused: say so once it is recorded
+        notifications.notify_job(notifications.BACKUP, job)
+    if error is not None:
         raise error
-    notifications.notify_job(notifications.BACKUP, job)
     if setting("BACKUP_DRILL_AFTER_BACKUP"):
         from .requests import request_drill  # requests imports this module
 

@@ -88,13 +88,15 @@ def restore_backup(
                 setattr(restore, field, value)
             restore.save()
             _run_restore(engine, backup, restore)
+        error = None
     except BackupError as exc:
         if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
             mark_failed(restore, str(exc))
-        if restore is not None and restore.pk:
-            notifications.notify_job(notifications.RESTORE, restore)
-        raise
-    notifications.notify_job(notifications.RESTORE, restore)
+        error = exc
+    if restore is not None and restore.pk:  # it ran, or was refused: say so once it is recorded
+        notifications.notify_job(notifications.RESTORE, restore)
+    if error is not None:
+        raise error
     return restore
 
 
