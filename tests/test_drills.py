@@ -117,9 +117,13 @@ def test_a_sqlite_drill_passes_and_removes_its_scratch_file(tmp_path):
                            "SELECT i + 1 FROM n WHERE i < 250) SELECT i FROM n);")
     database.commit()
     database.close()
-    backup = services.create_backup(database="sqlite")
-
-    drill = services.drill_backup(backup=backup)
+    try:
+        backup = services.create_backup(database="sqlite")
+        drill = services.drill_backup(backup=backup)
+    finally:  # the sqlite test database is shared by the session's tests
+        database = sqlite3.connect(path)
+        database.execute("DROP TABLE drilled")
+        database.close()
 
     assert drill.status == DrillStatus.PASSED, drill.error
     assert drill.tables["drilled"] == {"archive": 250, "restored": 250}
