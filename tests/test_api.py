@@ -4,6 +4,9 @@ alias; pagila on PostgreSQL where a real `manage.py backup_worker` runs the jobs
 import hashlib
 import io
 import json
+import os
+import re
+import subprocess
 import time
 
 import pytest
@@ -18,7 +21,7 @@ from rest_framework.test import APIClient
 from backups_app import services
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 
-from .conftest import fingerprint, psql
+from .conftest import ROOT, fingerprint, psql
 
 SQLITE = pytest.mark.django_db(databases=["default", "sqlite"])
 FINAL = {"completed", "failed", "restored"}
@@ -391,3 +394,46 @@ def test_a_restore_over_the_api_brings_pagila_back_identically(pagila, worker, m
     assert entry.user.username == "ops" and entry.change_message == f"Restored backup #{backup.pk} into database {pagila}."
     api.get(f"/api/backups/{backup.pk}/")
     api.assert_no_secrets()
+
+
+# The README's CI example, run as it is printed --------------------------------------------------------
+
+def readme_ci_script() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## HTTP API"):]
+    return re.search(r"```sh\n(set -eu\n.*?)```", section, re.S).group(1)
+
+
+def run_ci_script(live_server, client) -> subprocess.CompletedProcess:
+    token = client._credentials["HTTP_AUTHORIZATION"].removeprefix("Token ")
+    return subprocess.run(
+        ["bash", "-c", readme_ci_script()], capture_output=True, text=True, timeout=240,
+        env={"PATH": os.environ["PATH"], "BACKUPS_API": f"{live_server.url}/api", "BACKUPS_TOKEN": token},
+    )
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_the_readme_ci_script_takes_a_backup_and_waits_for_it(live_server, worker, make_client):
+    worker()
+    result = run_ci_script(live_server, make_client("ci", "add_backupjob", "view_backupjob"))
+    job = BackupJob.objects.get()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"Backup done: {live_server.url}/api/backups/{job.pk}/"
+    assert (job.status, job.database, job.description) == (BackupStatus.COMPLETED, "default", "before deploy")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_the_readme_ci_script_fails_when_the_backup_fails(live_server, worker, make_client, tmp_path):
+    worker(PATH=str(tmp_path))  # a worker whose host has no pg_dump: the backup fails there
+    result = run_ci_script(live_server, make_client("ci", "add_backupjob", "view_backupjob"))
+    job = BackupJob.objects.get()
+    assert result.returncode == 1 and job.status == BackupStatus.FAILED
+    assert result.stderr.strip() == f"Backup failed: {job.error}" and "pg_dump" in job.error
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_the_readme_ci_script_fails_at_once_without_the_permission(live_server, make_client):
+    result = run_ci_script(live_server, make_client("ci", "view_backupjob"))
+    assert result.returncode == 1
+    assert result.stderr.endswith('Backup refused: {"detail":"You do not have permission to perform this action."}\n')
+    assert not BackupJob.objects.exists()
