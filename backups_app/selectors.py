@@ -10,17 +10,25 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .errors import BackupError, NotFound
-from .models import ACTIVE_RESTORE_STATUSES, USABLE_STATUSES, BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from .models import (
+    ACTIVE_RESTORE_STATUSES,
+    USABLE_STATUSES,
+    BackupJob,
+    BackupStatus,
+    BackupTrigger,
+    Restore,
+    RestoreStatus,
+)
 
 
 def get_backup(backup: BackupJob | int | str) -> BackupJob:
-    """Return a backup by id (or the instance itself), or raise BackupError naming the bad id."""
+    """Return a backup by id (or the instance itself), or raise NotFound naming the bad id."""
     if isinstance(backup, BackupJob):
         return backup
     try:
         pk = int(backup)
     except (TypeError, ValueError):
-        raise BackupError(_("%(id)r is not a backup id: ids are whole numbers (see backup_list).") % {"id": backup}) from None
+        raise NotFound(_("%(id)r is not a backup id: ids are whole numbers (see backup_list).") % {"id": backup}) from None
     try:
         return BackupJob.objects.get(pk=pk)
     except BackupJob.DoesNotExist:
@@ -35,7 +43,9 @@ def get_restore(restore: int | str) -> Restore:
         raise NotFound(_("There is no restore #%(id)s (see backup_show).") % {"id": restore}) from None
 
 
-def list_backups(*, database: str | None = None, status: str | None = None, trigger: str | None = None) -> QuerySet[BackupJob]:
+def list_backups(
+    *, database: str | None = None, status: str | None = None, trigger: str | None = None
+) -> QuerySet[BackupJob]:
     """The catalog, newest first, filtered as the admin's list filters; an unknown status or trigger is refused."""
     jobs = BackupJob.objects.all()
     for name, value, choices in (("status", status, BackupStatus), ("trigger", trigger, BackupTrigger)):

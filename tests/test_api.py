@@ -251,6 +251,8 @@ def test_errors_are_one_sentence_the_same_as_the_commands_and_record_nothing(mak
     cases = [
         (client.get("/api/backups/999999/"), 404, "There is no backup #999999 (see backup_list)."),
         (client.get("/api/restores/999999/"), 404, "There is no restore #999999 (see backup_show)."),
+        (client.post("/api/backups/x1/verify/"), 404, "'x1' is not a backup id: ids are whole numbers (see backup_list)."),
+        (client.post("/api/backups/", ["sqlite"], format="json"), 400, "Invalid data. Expected a dictionary, but got list."),
         (client.post("/api/backups/", {"database": "nope"}, format="json"), 400,
          "Unknown database 'nope': the configured databases are " + ", ".join(connections.settings) + "."),
         (client.post("/api/backups/", {"database": "sqlite", "compression": "xz"}, format="json"), 400,

@@ -24,6 +24,6 @@ def _first_problem(detail, field: str = "") -> str:
     if isinstance(detail, dict):
         name, value = next(iter(detail.items()))
         return _first_problem(value, "" if name == "non_field_errors" else name)
-    if isinstance(detail, list):
+    if isinstance(detail, list) and detail:
         return _first_problem(detail[0], field)
     return _("%(field)s: %(problem)s") % {"field": field, "problem": detail} if field else str(detail)

@@ -18,5 +18,9 @@ urlpatterns = [
     path("cleanup/", CleanupView.as_view(), name="cleanup"),
     # The OpenAPI 3 schema and its Swagger page, for staff (the page sends whoever is not to the admin's login).
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAdminUser]), name="schema"),
-    path("docs/", staff_member_required(SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[IsAdminUser])), name="docs"),
+    path(
+        "docs/",
+        staff_member_required(SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[IsAdminUser])),
+        name="docs",
+    ),
 ]

@@ -21,12 +21,16 @@ from . import serializers
 ERRORS = {code: serializers.Error for code in (400, 401, 403, 404)}
 
 
+def _url(request, name: str, pk: int) -> str:
+    return request.build_absolute_uri(reverse(f"api:{name}-detail", args=[pk]))
+
+
 def _backup(request, job) -> dict:
-    return {**backup_to_dict(job), "url": request.build_absolute_uri(reverse("api:backup-detail", args=[job.pk]))}
+    return {**backup_to_dict(job), "url": _url(request, "backup", job.pk)}
 
 
 def _restore(request, restore) -> dict:
-    return {**restore_to_dict(restore), "url": request.build_absolute_uri(reverse("api:restore-detail", args=[restore.pk]))}
+    return {**restore_to_dict(restore), "url": _url(request, "restore", restore.pk)}
 
 
 class AnyAccept(BaseContentNegotiation):
@@ -154,7 +158,7 @@ class StatsView(APIView):
     def get(self, request):
         stats = services.backup_stats()
         for latest in stats["databases"].values():
-            latest["url"] = request.build_absolute_uri(reverse("api:backup-detail", args=[latest["id"]]))
+            latest["url"] = _url(request, "backup", latest["id"])
         return Response(stats)
 
 
