@@ -109,6 +109,12 @@ def test_each_endpoint_answers_401_to_anonymous_403_without_its_permission_and_c
 
 
 @SQLITE
+def test_tokens_are_made_in_the_admin_too(admin_client, admin_user):
+    page = admin_client.post("/admin/authtoken/tokenproxy/add/", {"user": admin_user.pk})
+    assert page.status_code == 302 and Token.objects.get().user == admin_user
+
+
+@SQLITE
 def test_a_token_made_with_drf_create_token_is_accepted(django_user_model):
     user = django_user_model.objects.create_user("ci", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_backupjob"))
