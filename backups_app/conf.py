@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
     # The task backend of background jobs: db (the application's database) or rq (Redis, several hosts).
     "BACKUP_TASK_BACKEND": "db",
     "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
+    # age public keys (age1..., separated by commas or spaces) that new archives are encrypted to; empty: none.
+    "BACKUP_AGE_RECIPIENTS": "",
+    # The file of age private keys (AGE-SECRET-KEY-1... lines) that restore, deep verify and table listing
+    # decrypt with; only where backups are restored, never needed to make them.
+    "BACKUP_AGE_IDENTITY_FILE": "",
 }
 
 
