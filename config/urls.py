@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from backups_app.metrics import metrics
@@ -13,5 +13,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="backups_health"),
     path("metrics", metrics, name="backups_metrics"),
+    path("api/", include("backups_app.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -10,6 +10,7 @@ create_backup() / restore_backup() directly.
 
 from __future__ import annotations
 
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -19,6 +20,7 @@ from ..errors import BackupError
 from ..models import BackupJob, BackupStatus, BackupTrigger, Drill, DrillStatus, Restore, RestoreStatus
 from ..selectors import get_backup
 from ..signals import backup_requested, drill_requested, restore_requested
+from .audit import log_action
 from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
 from .drills import drill_backup, drillable
@@ -51,6 +53,7 @@ def request_backup(
         database=database, engine=engine.name, trigger=trigger, description=description, compression=compression,
         **_user_fields(acting_user),
     )
+    log_action(acting_user=acting_user, objects=[job], action_flag=ADDITION, message=[{"added": {}}])
     _announce_on_commit(backup_requested, job=job)
     return job
 
@@ -83,6 +86,8 @@ def request_drill(*, backup: BackupJob | int, acting_user=None) -> Drill:
     backup = get_backup(backup)
     drillable(backup)
     drill = Drill.objects.create(backup=backup, database=backup.database, **_user_fields(acting_user))
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE,
+               message=_("Asked for restore drill #%(id)s.") % {"id": drill.pk})
     _announce_on_commit(drill_requested, drill=drill)
     return drill
 
