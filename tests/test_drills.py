@@ -287,3 +287,19 @@ def test_restoring_the_catalogs_own_database_keeps_its_drills():
 
     assert Drill.objects.get(pk=drill.pk).tables == drill.tables
     assert BackupJob.objects.get(pk=backup.pk).drill_result == DrillStatus.PASSED
+
+
+def test_cleanup_skips_and_delete_refuses_a_backup_that_a_drill_reads(pagila, backup_dir):
+    old = services.create_backup(database=pagila)
+    BackupJob.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
+    services.create_backup(database=pagila)  # the newest, kept anyway
+    drill = services.request_drill(backup=old)
+
+    plan = services.plan_cleanup(retention_days=7)
+    assert old.pk not in [job.pk for job in plan.expired]
+    kept = {item.backup.pk: item.reasons_text for item in plan.kept}
+    assert kept[old.pk] == f"read by restore drill #{drill.pk}"
+    services.cleanup_backups(retention_days=7)
+    assert (backup_dir / old.file_name).exists()
+    with pytest.raises(CommandError, match=rf"Backup #{old.pk} is being drilled \(restore drill #{drill.pk}\)"):
+        call_command("backup_delete", str(old.pk), "--no-input", stdout=StringIO())

@@ -21,6 +21,7 @@ from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus
 from ..selectors import (
     backup_to_dict,
+    drills_in_progress,
     get_backup,
     latest_successful_per_database,
     restores_in_progress,
@@ -144,6 +145,12 @@ def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
                 _("Backup #%(id)s is being restored (restore #%(restore)s into database %(database)s); delete it "
                   "once that restore has finished.")
                 % {"id": backup.pk, "restore": restore.pk, "database": restore.database}
+            )
+        drill = drills_in_progress().filter(backup=backup).first()
+        if drill:
+            raise BackupError(
+                _("Backup #%(id)s is being drilled (restore drill #%(drill)s); delete it once that drill has finished.")
+                % {"id": backup.pk, "drill": drill.pk}
             )
         log_action(acting_user=acting_user, objects=[backup], action_flag=DELETION)
         archives.delete(backup.file_name)
