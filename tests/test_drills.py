@@ -303,3 +303,12 @@ def test_cleanup_skips_and_delete_refuses_a_backup_that_a_drill_reads(pagila, ba
     assert (backup_dir / old.file_name).exists()
     with pytest.raises(CommandError, match=rf"Backup #{old.pk} is being drilled \(restore drill #{drill.pk}\)"):
         call_command("backup_delete", str(old.pk), "--no-input", stdout=StringIO())
+
+
+def test_an_unreadable_checks_file_is_refused_in_one_sentence_before_anything_runs(pagila, settings, tmp_path):
+    settings.BACKUP_DRILL_CHECKS = str(tmp_path / "missing.sql")
+    backup = services.create_backup(database=pagila)
+    with pytest.raises(CommandError, match=r"^BACKUP_DRILL_CHECKS names .*missing\.sql, which cannot be read \(No such "
+                                           r"file or directory\); fix the path or empty it\.$"):
+        call_command("backup_drill", str(backup.pk), stdout=StringIO())
+    assert not Drill.objects.exists() and scratch_databases() == []
