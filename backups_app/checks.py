@@ -9,8 +9,10 @@ from django.utils.translation import gettext as _
 from .archives import local_path
 from .conf import setting
 from .engines.postgresql import MAX_LOCK_TIMEOUT
+from .errors import BackupError
 from .models import Compression
 from .services.catalog import MAX_RETENTION_DAYS
+from .services.retention import MAX_KEEP, PERIOD_RULES
 
 
 @register()
@@ -28,6 +30,13 @@ def check_backup_settings(app_configs, **kwargs):
             % {"value": setting("BACKUP_RETENTION_DAYS"), "max": MAX_RETENTION_DAYS},
             id="backups_app.E002",
         ))
+    for check_id, (_rule, name, _period) in enumerate(PERIOD_RULES, start=5):
+        if not 0 <= setting(name) <= MAX_KEEP:
+            errors.append(Error(
+                _("%(name)s is %(value)s; it must be from 0 (off) to %(max)s.")
+                % {"name": name, "value": setting(name), "max": MAX_KEEP},
+                id=f"backups_app.E00{check_id}",
+            ))
     if not 0 < setting("BACKUP_LOCK_TIMEOUT") <= MAX_LOCK_TIMEOUT:
         errors.append(Error(
             _("BACKUP_LOCK_TIMEOUT is %(value)s; it must be from 1 to %(max)s seconds (the most PostgreSQL accepts).")
@@ -55,7 +64,8 @@ def check_schedule_settings(app_configs, **kwargs):
     from .schedule import validate_cron_expression
 
     errors = []
-    for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011")):
+    for name, check_id in (("BACKUP_SCHEDULE", "backups_app.E010"), ("BACKUP_CLEANUP_SCHEDULE", "backups_app.E011"),
+                           ("BACKUP_CHECK_SCHEDULE", "backups_app.E014"), ("BACKUP_DRILL_SCHEDULE", "backups_app.E015")):
         value = setting(name)
         if not value:
             continue  # empty: that job is not scheduled
@@ -63,6 +73,12 @@ def check_schedule_settings(app_configs, **kwargs):
             validate_cron_expression(value)
         except ValueError as exc:
             errors.append(Error(_("%(name)s is invalid: %(reason)s") % {"name": name, "reason": exc}, id=check_id))
+    if setting("BACKUP_DRILL_MAX_AGE_DAYS") < 0:
+        errors.append(Error(
+            _("BACKUP_DRILL_MAX_AGE_DAYS is %(value)s; it must be 0 (no warning) or a positive number of days.")
+            % {"value": setting("BACKUP_DRILL_MAX_AGE_DAYS")},
+            id="backups_app.E016",
+        ))
     max_age = setting("BACKUP_MAX_AGE_HOURS")
     if max_age <= 0:
         errors.append(Error(
@@ -89,9 +105,11 @@ HEALTH_CHECK_IDS = {
     "last_backup_failed": (Error, "backups_app.E023"),
     "interrupted": (Error, "backups_app.E024"),
     "catalog_unreadable": (Error, "backups_app.E025"),
+    "drill_failed": (Error, "backups_app.E026"),
     "never_backed_up": (Warning, "backups_app.W020"),
     "storage_low": (Warning, "backups_app.W021"),
     "dated_in_the_future": (Warning, "backups_app.W022"),
+    "not_drilled": (Warning, "backups_app.W023"),
 }
 
 
@@ -104,3 +122,27 @@ def check_backup_health(app_configs, **kwargs):
         level, check_id = HEALTH_CHECK_IDS[problem.code]
         messages.append(level(problem.message, hint=_("Run `manage.py backup_check` for the whole picture."), id=check_id))
     return messages
+
+
+@register()
+def check_encryption_settings(app_configs, **kwargs):
+    """Refuse public keys that are not age keys and an identity file that cannot be used (never showing a key)."""
+    from .encryption import identity_file_problem, identity_public_keys, recipients
+
+    errors = []
+    try:
+        public_keys = recipients()
+    except BackupError as exc:
+        public_keys = []
+        errors.append(Error(str(exc), id="backups_app.E030"))
+    problem = identity_file_problem()
+    if problem:
+        errors.append(Error(problem, id="backups_app.E031"))
+    elif public_keys and setting("BACKUP_AGE_IDENTITY_FILE") and not set(public_keys) & set(identity_public_keys()):
+        errors.append(Warning(
+            _("None of the keys in BACKUP_AGE_IDENTITY_FILE belongs to BACKUP_AGE_RECIPIENTS: backups made here "
+              "now cannot be restored with it."),
+            hint=_("Add the private key of one of %(keys)s to that file.") % {"keys": ", ".join(public_keys)},
+            id="backups_app.W030",
+        ))
+    return errors

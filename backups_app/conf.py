@@ -12,8 +12,14 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # zstd, gzip or none.
     "BACKUP_COMPRESSION": "zstd",
-    # Completed and failed backups older than this are removed by cleanup (each database's newest is kept).
+    # Completed and failed backups older than this are removed by cleanup unless a keep rule below keeps them
+    # (each database's newest is always kept).
     "BACKUP_RETENTION_DAYS": 7,
+    # Also kept, like restic's --keep-daily/-weekly/-monthly: the newest completed backup of each of the N most
+    # recent days, ISO weeks and months that have one, per database (0: that rule is off).
+    "BACKUP_KEEP_DAILY": 0,
+    "BACKUP_KEEP_WEEKLY": 0,
+    "BACKUP_KEEP_MONTHLY": 0,
     # Seconds pg_dump and a restore wait for locks held by other sessions.
     "BACKUP_LOCK_TIMEOUT": 30,
     # How a PostgreSQL restore replaces the database: auto (swap where the role can), swap or in-place.
@@ -32,6 +38,31 @@ DEFAULTS: dict[str, Any] = {
     # The task backend of background jobs: db (the application's database) or rq (Redis, several hosts).
     "BACKUP_TASK_BACKEND": "db",
     "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
+    # Cron expression of the monitoring run that alerts while backup_check is CRITICAL (empty: none).
+    "BACKUP_CHECK_SCHEDULE": "30 * * * *",
+    # Alerts: e-mail addresses (empty: Django's ADMINS) and a Slack-compatible webhook URL (empty: none).
+    "BACKUP_NOTIFY_EMAILS": [],
+    "BACKUP_NOTIFY_WEBHOOK_URL": "",
+    # Also announce the jobs that succeeded.
+    "BACKUP_NOTIFY_ON_SUCCESS": False,
+    # The site's address, for links to the admin in alerts, e.g. https://backups.example.com (empty: paths only).
+    "BACKUP_SITE_URL": "",
+    # The bearer token /metrics asks for (empty: /metrics answers 404).
+    "BACKUP_METRICS_TOKEN": "",
+    # Restore drills: the server of the scratch databases (empty: the backed-up database's own server),
+    # a SQL file of queries that must each return true, a cron expression drilling each database's newest
+    # backup (empty: none), a drill of every new backup, and the age (days) after which an undrilled newest
+    # backup is a WARNING (0: never).
+    "BACKUP_DRILL_DATABASE_URL": "",
+    "BACKUP_DRILL_CHECKS": "",
+    "BACKUP_DRILL_SCHEDULE": "",
+    "BACKUP_DRILL_AFTER_BACKUP": False,
+    "BACKUP_DRILL_MAX_AGE_DAYS": 0,
+    # age public keys (age1..., separated by commas or spaces) that new archives are encrypted to; empty: none.
+    "BACKUP_AGE_RECIPIENTS": "",
+    # The file of age private keys (AGE-SECRET-KEY-1... lines) that restore, deep verify and table listing
+    # decrypt with; only where backups are restored, never needed to make them.
+    "BACKUP_AGE_IDENTITY_FILE": "",
 }
 
 

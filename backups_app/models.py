@@ -27,6 +27,11 @@ class Compression(models.TextChoices):
     NONE = "none", _("none")
 
 
+class DrillResult(models.TextChoices):
+    PASSED = "passed", _("Passed")
+    FAILED = "failed", _("Failed")
+
+
 class BackupPhase(models.TextChoices):
     WAITING = "waiting", _("waiting for another backup or restore of the database to finish")
     DUMPING = "dumping", _("dumping, compressing and writing the archive")
@@ -80,6 +85,13 @@ class BackupJob(models.Model):
         ),
     )
 
+    # The outcome of its newest restore drill (blank: never drilled) and when that drill finished, for the
+    # list's column and filter; the drill itself (row counts, failed checks) is a Drill record.
+    drill_result = models.CharField(
+        _("restore drill"), max_length=16, choices=DrillResult.choices, blank=True, db_index=True
+    )
+    drilled_at = models.DateTimeField(_("drilled"), null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = _("backup")
@@ -101,6 +113,11 @@ class BackupJob(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+    @property
+    def last_drill(self):
+        """Return its newest finished restore drill, or None."""
+        return self.drills.filter(status__in=DrillResult.values).order_by("-finished_at", "-id").first()
 
 
 class RestoreStatus(models.TextChoices):
@@ -187,3 +204,64 @@ class Restore(models.Model):
 
     def __str__(self):
         return _("Restore #%(id)s into %(database)s") % {"id": self.pk, "database": self.database}
+
+
+class DrillStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    PASSED = DrillResult.PASSED.value, DrillResult.PASSED.label
+    FAILED = DrillResult.FAILED.value, DrillResult.FAILED.label
+
+
+class DrillPhase(models.TextChoices):
+    WAITING = "waiting", _("waiting for another backup or restore of the database to finish")
+    RESTORING = "restoring", _("restoring the archive into a scratch database")
+    COUNTING = "counting", _("counting every table's rows in the archive and the scratch database")
+    CHECKING = "checking", _("running the checks of BACKUP_DRILL_CHECKS")
+    DROPPING = "dropping", _("dropping the scratch database")
+
+
+class Drill(models.Model):
+    """One restore drill: a backup restored into a scratch database, counted and checked, then dropped.
+
+    Like a backup or a restore it is a job: asked for (PENDING, every option on the record), run by a
+    worker under the database's lock, finished PASSED or FAILED with why.
+    """
+
+    backup = models.ForeignKey(BackupJob, verbose_name=_("backup"), related_name="drills", on_delete=models.CASCADE)
+    database = models.CharField(_("database alias"), max_length=100)
+    status = models.CharField(_("status"), max_length=16, choices=DrillStatus.choices, default=DrillStatus.PENDING)
+    phase = models.CharField(_("phase"), max_length=16, choices=DrillPhase.choices, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL
+    )
+    requested_by_name = models.CharField(_("requested by (name)"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # The scratch database (SQLite: file) it restores into; cleanup drops one left by a killed drill by this name.
+    scratch_name = models.CharField(_("scratch database"), max_length=255, blank=True)
+    restore_seconds = models.FloatField(_("restore duration (seconds)"), null=True, blank=True)
+    # {table: {"archive": rows the archive holds, "restored": rows in the scratch database (null: missing)}}
+    tables = models.JSONField(_("row counts"), default=dict, blank=True)
+    # [{"query": ..., "result": ...}] of the BACKUP_DRILL_CHECKS queries that did not return true.
+    failed_checks = models.JSONField(_("failed checks"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.IntegerField(_("process id"), null=True, blank=True)
+    task_id = models.CharField(_("task id"), max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("restore drill")
+        verbose_name_plural = _("restore drills")
+
+    def __str__(self):
+        return _("Restore drill #%(id)s of backup #%(backup)s") % {"id": self.pk, "backup": self.backup_id}
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+

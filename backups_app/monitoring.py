@@ -10,6 +10,9 @@ largest newest backup. Levels and exit codes follow the Nagios plugin convention
 /health/ is public and may be called often: its check writes nothing (the storage's permissions are
 read instead of a file being written) and keeps the costly probes (a connection to each database,
 `pg_dump --version`, the storage) in Django's cache for PROBE_CACHE_SECONDS.
+
+Restore drills: a database whose newest drill failed is CRITICAL; one where no drill has passed for
+BACKUP_DRILL_MAX_AGE_DAYS (when set) is a WARNING.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from . import archives
 from .conf import setting
 from .engines import get_engine
 from .errors import BackupError
-from .models import USABLE_STATUSES, BackupJob, BackupStatus
+from .models import USABLE_STATUSES, BackupJob, BackupStatus, Drill, DrillStatus
 from .schedule import scheduled_databases
 from .selectors import dated_in_the_future, finished_newest_first
 from .services import fail_dead_jobs, find_dead_jobs, kept_databases_size
@@ -59,6 +62,8 @@ CATALOG = "catalog_unreadable"
 STORAGE = "storage_not_writable"
 STORAGE_LOW = "storage_low"
 FUTURE = "dated_in_the_future"
+DRILL_FAILED = "drill_failed"
+NOT_DRILLED = "not_drilled"
 
 PROBE_CACHE_SECONDS = 60
 
@@ -265,6 +270,7 @@ def _database_state(
               "mark it failed)") % {**values, "id": job.pk},
             database,
         ))
+    state.problems += _drill_problems(database, now, state.latest)
     reason = _probe(f"backups_app.health.describe.{database}", lambda: _cannot_back_up(database), cached=light)
     if reason:
         state.problems.append(Problem(
@@ -272,6 +278,33 @@ def _database_state(
             database,
         ))
     return state
+
+
+def _drill_problems(database: str, now: datetime, latest: BackupJob | None) -> list[Problem]:
+    """A database's newest restore drill failed (CRITICAL); none passed within BACKUP_DRILL_MAX_AGE_DAYS (WARNING)."""
+    drills = Drill.objects.filter(database=database, status__in=[DrillStatus.PASSED, DrillStatus.FAILED],
+                                  finished_at__isnull=False).order_by("-finished_at", "-id")
+    problems = []
+    newest = drills.first()
+    if newest is not None and newest.status == DrillStatus.FAILED:
+        problems.append(Problem(
+            Level.CRITICAL, DRILL_FAILED,
+            _("%(database)s: the restore drill of backup #%(backup)s failed: %(reason)s")
+            % {"database": database, "backup": newest.backup_id, "reason": _first_line(newest.error or "-")},
+            database,
+        ))
+    max_days = float(setting("BACKUP_DRILL_MAX_AGE_DAYS") or 0)
+    if max_days > 0 and latest is not None:
+        passed = drills.filter(status=DrillStatus.PASSED).first()
+        if passed is None or (now - passed.finished_at).total_seconds() > max_days * 86400:
+            problems.append(Problem(
+                Level.WARNING, NOT_DRILLED,
+                _("%(database)s: no restore drill has passed in the last %(days)s days (newest backup #%(id)s is "
+                  "not proven to restore); run backup_drill --latest --database %(database)s")
+                % {"database": database, "days": _number(max_days), "id": latest.pk},
+                database,
+            ))
+    return problems
 
 
 def _cannot_back_up(database: str) -> str:
@@ -302,7 +335,7 @@ def _storage_problems(states, *, light: bool = False) -> list[Problem]:
         return [Problem(Level.CRITICAL, STORAGE, _("the backup storage is not writable: %(reason)s") % {"reason": reason})]
     largest = max((state.latest.size_bytes or 0 for state in states if state.latest), default=0)
     if root and largest:
-        free = shutil.disk_usage(_nearest_existing(root)).free
+        free = shutil.disk_usage(nearest_existing(root)).free
         if free < 2 * largest:
             return [Problem(
                 Level.WARNING, STORAGE_LOW,
@@ -332,13 +365,13 @@ def _storage_permission_problem(root: str | None) -> str:
         except Exception as exc:  # noqa: BLE001  (a storage backend's own errors)
             return _first_line(exc)
         return ""
-    existing = _nearest_existing(root)  # a missing storage directory is made by the first backup, in there
+    existing = nearest_existing(root)  # a missing storage directory is made by the first backup, in there
     if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
         return ""
     return _("%(path)s is not a directory this user may write in") % {"path": existing}
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     while not os.path.lexists(path):
         path = os.path.dirname(path)
     return path

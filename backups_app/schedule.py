@@ -154,6 +154,59 @@ def run_scheduled_cleanup() -> int:
     return EXIT_OK
 
 
+def run_scheduled_check() -> int:
+    """Run backup_check as the schedule does (marking dead jobs failed); alert when it is CRITICAL.
+
+    Every run that finds the backups CRITICAL alerts again: a reminder each BACKUP_CHECK_SCHEDULE
+    until someone fixes it. Return the exit status (1: CRITICAL).
+    """
+    from . import notifications
+    from .monitoring import Level, check_health
+
+    report = check_health(fail_dead=True)
+    logger.info(_("Scheduled check: %(summary)s") % {"summary": report.summary(perfdata=False)})
+    if report.level < Level.CRITICAL:
+        return EXIT_OK
+    notifications.notify_monitoring(report)
+    return EXIT_FAILED
+
+
+def run_scheduled_drills(databases: list[str] | None = None) -> list[ScheduledRun]:
+    """Ask for a restore drill of each scheduled database's newest usable backup (one without any is skipped)."""
+    from .selectors import latest_successful_per_database
+
+    latest = latest_successful_per_database()
+    runs = []
+    for database in databases or scheduled_databases():
+        if database not in latest:
+            logger.info(_("Scheduled drill: database %(database)r has no completed backup to drill.")
+                        % {"database": database})
+            continue
+        try:
+            drill = services.request_drill(backup=latest[database])
+        except Exception as exc:  # noqa: BLE001  (as for a scheduled backup: all mean "not queued")
+            message = _("Scheduled drill of database %(database)r could not be queued: %(reason)s") % {
+                "database": database, "reason": str(exc).strip().splitlines()[0]}
+            logger.error(message)
+            runs.append(ScheduledRun(database, FAILED, message))
+            continue
+        message = _("Scheduled drill #%(id)s of backup #%(backup)s is queued.") % {
+            "id": drill.pk, "backup": drill.backup_id}
+        logger.info(message)
+        runs.append(ScheduledRun(database, QUEUED, message))
+    return runs
+
+
+def scheduled_check() -> None:
+    """The CRONJOBS entry of BACKUP_CHECK_SCHEDULE."""
+    _exit(run_scheduled_check())
+
+
+def scheduled_drill() -> None:
+    """The CRONJOBS entry of BACKUP_DRILL_SCHEDULE."""
+    _exit(exit_status(run_scheduled_drills()))
+
+
 def scheduled_backup() -> None:
     """The CRONJOBS entry of BACKUP_SCHEDULE."""
     _exit(exit_status(run_scheduled_backups()))

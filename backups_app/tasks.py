@@ -18,8 +18,8 @@ from django_tasks import task
 
 from . import services
 from .errors import BackupError
-from .models import BackupJob, BackupStatus, Restore, RestoreStatus
-from .signals import backup_requested, restore_requested
+from .models import BackupJob, BackupStatus, Drill, DrillStatus, Restore, RestoreStatus
+from .signals import backup_requested, drill_requested, restore_requested
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ def run_restore(restore_id: int) -> str:
     restore = Restore.objects.get(pk=restore_id)  # as it is now: a restore of the catalog may have changed it
     _log_restore(restore)
     return restore.status
+
+
+@task()
+def run_drill(drill_id: int) -> str:
+    try:
+        drill = services.run_requested_drill(drill_id=drill_id)
+    except BackupError as exc:
+        logger.warning("Restore drill #%s failed: %s", drill_id, exc)
+        return DrillStatus.FAILED
+    return drill.status
 
 
 def _log_restore(restore: Restore) -> None:
@@ -70,8 +80,8 @@ def _log_restore(restore: Restore) -> None:
     )
 
 
-def _queue(record: BackupJob | Restore, queued_task) -> None:
-    statuses = BackupStatus if isinstance(record, BackupJob) else RestoreStatus
+def _queue(record: BackupJob | Restore | Drill, queued_task) -> None:
+    statuses = {BackupJob: BackupStatus, Restore: RestoreStatus, Drill: DrillStatus}[type(record)]
     records = type(record).objects.filter(pk=record.pk)
     try:
         result = queued_task.enqueue(record.pk)
@@ -95,3 +105,8 @@ def queue_backup(sender, job: BackupJob, **kwargs) -> None:
 @receiver(restore_requested)
 def queue_restore(sender, restore: Restore, **kwargs) -> None:
     _queue(restore, run_restore)
+
+
+@receiver(drill_requested)
+def queue_drill(sender, drill: Drill, **kwargs) -> None:
+    _queue(drill, run_drill)

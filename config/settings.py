@@ -58,6 +58,12 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "django_rq",
     "django_tasks_rq",
+    # The HTTP API under /api/ (backups_app.api): token authentication, and its OpenAPI schema with a
+    # Swagger page whose files are served from here, not from a CDN.
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "backups_app",
 ]
 
@@ -119,6 +125,9 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # The app's settings and their defaults are described in backups_app/conf.py and .env.example.
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=_defaults["BACKUP_RETENTION_DAYS"])
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=_defaults["BACKUP_KEEP_DAILY"])
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=_defaults["BACKUP_KEEP_WEEKLY"])
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=_defaults["BACKUP_KEEP_MONTHLY"])
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default=_defaults["BACKUP_COMPRESSION"])
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_LOCK_TIMEOUT"])
 BACKUP_RESTORE_STRATEGY = env("BACKUP_RESTORE_STRATEGY", default=_defaults["BACKUP_RESTORE_STRATEGY"])
@@ -127,6 +136,11 @@ if BACKUP_RESTORE_STRATEGY not in ("auto", "swap", "in-place"):
 BACKUP_KEEP_REPLACED_HOURS = env.float("BACKUP_KEEP_REPLACED_HOURS", default=_defaults["BACKUP_KEEP_REPLACED_HOURS"])
 # Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.
 BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING_KEY"])
+
+# Encryption (age): new archives are encrypted to these public keys (comma- or space-separated; empty: off).
+BACKUP_AGE_RECIPIENTS = env("BACKUP_AGE_RECIPIENTS", default=_defaults["BACKUP_AGE_RECIPIENTS"])
+# The private keys that decrypt them, needed only where backups are restored; keep it off the backup storage.
+BACKUP_AGE_IDENTITY_FILE = env("BACKUP_AGE_IDENTITY_FILE", default=_defaults["BACKUP_AGE_IDENTITY_FILE"])
 
 # Where archives are written: only the location of the `backups` storage below, never a setting of its own.
 _backup_directory = project_path("BACKUP_DIRECTORY", "backups")
@@ -145,6 +159,40 @@ STORAGES = {
     },
 }
 
+# The HTTP API (backups_app.api) ---------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # A token (Authorization: Token ...) for scripts, first so that a request without one gets 401;
+    # the admin's session for the Swagger page.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["backups_app.api.permissions.StaffWithModelPermission"],
+    # JSON only: a form post would turn a missing safety_backup into false.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "backups_app.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Django backups API",
+    "DESCRIPTION": "Back up, restore, download and clean up databases with the admin's permissions.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BackupStatusEnum": "backups_app.models.BackupStatus",
+        "RestoreStatusEnum": "backups_app.models.RestoreStatus",
+        "BackupPhaseEnum": "backups_app.models.BackupPhase",
+        "RestorePhaseEnum": "backups_app.models.RestorePhase",
+    },
+}
+
 # Schedules (django-crontab) and monitoring --------------------------------------------------
 
 # The databases that the schedule backs up and backup_check watches (aliases; empty: all of DATABASES).
@@ -154,6 +202,31 @@ BACKUP_SCHEDULE = env("BACKUP_SCHEDULE", default=_defaults["BACKUP_SCHEDULE"])
 BACKUP_CLEANUP_SCHEDULE = env("BACKUP_CLEANUP_SCHEDULE", default=_defaults["BACKUP_CLEANUP_SCHEDULE"])
 # backup_check turns CRITICAL when a database's newest successful backup is older than this.
 BACKUP_MAX_AGE_HOURS = env.float("BACKUP_MAX_AGE_HOURS", default=_defaults["BACKUP_MAX_AGE_HOURS"])
+
+# Alerts (backups_app.notifications) and metrics ------------------------------------------------
+
+# The monitoring run that alerts while backup_check is CRITICAL (cron expression; empty: none).
+BACKUP_CHECK_SCHEDULE = env("BACKUP_CHECK_SCHEDULE", default=_defaults["BACKUP_CHECK_SCHEDULE"])
+# Who gets the alerts by e-mail (empty: ADMINS), and a Slack-compatible webhook (a secret: never logged).
+BACKUP_NOTIFY_EMAILS = env.list("BACKUP_NOTIFY_EMAILS", default=_defaults["BACKUP_NOTIFY_EMAILS"])
+BACKUP_NOTIFY_WEBHOOK_URL = env("BACKUP_NOTIFY_WEBHOOK_URL", default=_defaults["BACKUP_NOTIFY_WEBHOOK_URL"])
+BACKUP_NOTIFY_ON_SUCCESS = env.bool("BACKUP_NOTIFY_ON_SUCCESS", default=_defaults["BACKUP_NOTIFY_ON_SUCCESS"])
+BACKUP_SITE_URL = env("BACKUP_SITE_URL", default=_defaults["BACKUP_SITE_URL"])
+BACKUP_METRICS_TOKEN = env("BACKUP_METRICS_TOKEN", default=_defaults["BACKUP_METRICS_TOKEN"])
+# DJANGO_ADMINS=ops@example.com,dba@example.com: Django's ADMINS, the alerts' default recipients.
+ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]
+# Django's mail settings from one URL, e.g. smtp+tls://user:password@smtp.example.com:587 (default: localhost:25).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://localhost:25")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="backups@localhost")
+
+# Restore drills (manage.py backup_drill) ---------------------------------------------------------
+
+BACKUP_DRILL_DATABASE_URL = env("BACKUP_DRILL_DATABASE_URL", default=_defaults["BACKUP_DRILL_DATABASE_URL"])
+BACKUP_DRILL_CHECKS = env("BACKUP_DRILL_CHECKS", default=_defaults["BACKUP_DRILL_CHECKS"])
+BACKUP_DRILL_SCHEDULE = env("BACKUP_DRILL_SCHEDULE", default=_defaults["BACKUP_DRILL_SCHEDULE"])
+BACKUP_DRILL_AFTER_BACKUP = env.bool("BACKUP_DRILL_AFTER_BACKUP", default=_defaults["BACKUP_DRILL_AFTER_BACKUP"])
+BACKUP_DRILL_MAX_AGE_DAYS = env.float("BACKUP_DRILL_MAX_AGE_DAYS", default=_defaults["BACKUP_DRILL_MAX_AGE_DAYS"])
 
 # Background jobs (backups and restores asked for from the admin, `--background` or the schedule) ----
 
@@ -178,6 +251,8 @@ CRONJOBS = [
     for schedule, job in (
         (BACKUP_SCHEDULE, "backups_app.schedule.scheduled_backup"),
         (BACKUP_CLEANUP_SCHEDULE, "backups_app.schedule.scheduled_cleanup"),
+        (BACKUP_CHECK_SCHEDULE, "backups_app.schedule.scheduled_check"),
+        (BACKUP_DRILL_SCHEDULE, "backups_app.schedule.scheduled_drill"),
     )
     if schedule
 ]

@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
+from backups_app.metrics import metrics
 from backups_app.views import health
 
 # The backup console is this site's main page: its list of backups needs the whole width of a
@@ -11,5 +12,7 @@ admin.site.enable_nav_sidebar = False
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="backups_health"),
+    path("metrics", metrics, name="backups_metrics"),
+    path("api/", include("backups_app.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -78,6 +78,7 @@ VIEWS = [
     ("post", "create", False, "add_backupjob"),
     ("get", "download", True, "download_backupjob"),
     ("post", "verify", True, "view_backupjob"),
+    ("post", "drill", True, "restore_backupjob"),
     ("get", "restore", True, "restore_backupjob"),
     ("get", "cleanup", False, "delete_backupjob"),
     ("post", "cleanup", False, "delete_backupjob"),
@@ -112,7 +113,7 @@ def test_every_view_refuses_anonymous_non_staff_and_staff_without_its_permission
 def test_superuser_reaches_every_view(admin_client, backup, method, name, with_object, permission):
     target = url(name, backup.pk) if with_object else url(name)
     response = getattr(admin_client, method)(target)
-    if (method, name) == ("post", "verify"):  # verifies, then goes back to the backup's page
+    if (method, name) in (("post", "verify"), ("post", "drill")):  # does it, then goes back to the backup's page
         assert response.status_code == 302 and response["Location"] == url("change", backup.pk)
     else:  # a page, not an error redirect
         assert response.status_code == 200

@@ -15,7 +15,7 @@ from django.utils import timezone
 from backups_app import monitoring, services
 from backups_app.engines import get_engine
 from backups_app.errors import BackupError
-from backups_app.models import BackupJob, BackupStatus, Restore, RestorePhase, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, Drill, Restore, RestorePhase, RestoreStatus
 
 from .conftest import ROOT, LockHolder, child_env, database_url, finished, manage, psql, wait_for
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "targ
 
 def lose_the_catalog():
     """Empty the catalog and restart its id sequences, as `migrate` on a new database leaves it."""
-    tables = [BackupJob._meta.db_table, Restore._meta.db_table]
+    tables = [BackupJob._meta.db_table, Restore._meta.db_table, Drill._meta.db_table]
     with connection.cursor() as cursor:
         for sql in connection.ops.sql_flush(no_style(), tables, reset_sequences=True):
             cursor.execute(sql)

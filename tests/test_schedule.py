@@ -185,7 +185,7 @@ def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_complete
     log = tmp_path / "cron.log"
     settings_env = production_env(
         backup_dir, BACKUP_DATABASES="default", BACKUP_SCHEDULE="* * * * *", BACKUP_CLEANUP_SCHEDULE="* * * * *",
-        CRONTAB_COMMENT=comment, CRONTAB_COMMAND_SUFFIX=f">> {log} 2>&1",
+        BACKUP_CHECK_SCHEDULE="* * * * *", CRONTAB_COMMENT=comment, CRONTAB_COMMAND_SUFFIX=f">> {log} 2>&1",
     )
     # The job reads its settings from this file itself: cron hands it almost no environment.
     env_file.write_text("".join(f"{name}='{value}'\n" for name, value in settings_env.items() if name != "PATH"))
@@ -202,7 +202,7 @@ def test_cron_daemon_runs_the_installed_schedule_and_a_scheduled_backup_complete
                                timeout=60)
         assert added.returncode == 0, added.stderr
         installed = [line for line in _crontab_lines() or [] if line.endswith(f"# {comment}")]
-        assert len(installed) == 2
+        assert len(installed) == 3  # backup, cleanup, check (BACKUP_DRILL_SCHEDULE is empty)
         for line in installed:  # runnable from cron's minimal environment, from any directory
             assert line.startswith(f"* * * * * DJANGO_ENV_FILE={env_file} {sys.executable} {ROOT / 'manage.py'} crontab run ")
             assert "--settings=config.settings" in line

@@ -16,7 +16,7 @@ from backups_app import archives, services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, BackupTrigger
 
-from .display import ACTIVE_STATUSES, live_backup, when
+from .display import ACTIVE_STATUSES, elapsed_text, live_backup, seconds_text, when
 from .forms import RestoreForm
 from .stats import stats_panel
 from .views import BackupConsoleViews
@@ -26,15 +26,15 @@ from .views import BackupConsoleViews
 class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
     list_display = [
         "id", "status_badge", "database_short", "trigger_short", "created_short", "duration", "size",
-        "requested_by_short", "description_short",
+        "drill_short", "requested_by_short", "description_short",
     ]
     list_display_links = ["id"]
-    list_filter = ["status", "trigger", "database"]
+    list_filter = ["status", "trigger", "database", "drill_result"]
     date_hierarchy = "created_at"
     search_fields = ["description", "file_name"]
     list_per_page = 50
     show_full_result_count = False  # one COUNT(*) less on every filtered page
-    actions = ["restore_selected", "verify_selected", "retry_selected"]
+    actions = ["restore_selected", "verify_selected", "drill_selected", "retry_selected"]
     fieldsets = [
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
                            "live_phase", "error_text", "warning"]}),
@@ -42,6 +42,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
                                               "checksum", "trusted", "server_version", "tool_version"]}),
         (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
+        (gettext_lazy("Restore drill"), {"fields": ["last_drill_text", "drill_tables", "drill_history"]}),
         (gettext_lazy("Restores from this backup"), {"fields": ["restore_history"]}),
         (gettext_lazy("Manifest"), {"fields": ["manifest"]}),
     ]
@@ -183,6 +184,52 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         ))
         return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', header, rows)
 
+    @admin.display(description=gettext_lazy("drill"), ordering="drill_result")
+    def drill_short(self, job):
+        if not job.drill_result:
+            return "-"
+        return format_html('<span class="drill-{}" title="{}">{}</span>', job.drill_result,
+                           _("Restore drill finished %(when)s") % {"when": when(job.drilled_at)},
+                           job.get_drill_result_display().lower())
+
+    @admin.display(description=gettext_lazy("last drill"))
+    def last_drill_text(self, job):
+        drill = job.last_drill
+        if drill is None:
+            return _("Never drilled: nothing has proven yet that this backup restores (manage.py backup_drill %(id)s).") % {
+                "id": job.pk}
+        text = _("%(status)s on %(when)s: restored in %(restore)s, whole drill %(total)s.") % {
+            "status": drill.get_status_display(), "when": when(drill.finished_at),
+            "restore": seconds_text(drill.restore_seconds) if drill.restore_seconds is not None else "-",
+            "total": elapsed_text(drill.started_at, drill.finished_at)}
+        return format_html("{}<br>{}", text, drill.error) if drill.error else text
+
+    @admin.display(description=gettext_lazy("rows per table"))
+    def drill_tables(self, job):
+        drill = job.last_drill
+        if drill is None or not drill.tables:
+            return "-"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (table, counts["archive"], "-" if counts["restored"] is None else counts["restored"],
+             _("ok") if counts["restored"] == counts["archive"] else _("differs"))
+            for table, counts in drill.tables.items()
+        ))
+        checks = format_html_join("", "<tr><td colspan=\"3\"><code>{}</code></td><td>{}</td></tr>", (
+            (check["query"], check["result"]) for check in drill.failed_checks
+        ))
+        header = format_html_join("", "<th>{}</th>", ((_("table"),), (_("in the archive"),), (_("restored"),), ("",)))
+        return format_html('<table class="backup-restores"><thead><tr>{}</tr></thead><tbody>{}{}</tbody></table>',
+                           header, rows, checks)
+
+    @admin.display(description=gettext_lazy("drills"))
+    def drill_history(self, job):
+        drills = list(job.drills.all()[:20])
+        if not drills:
+            return "-"
+        return format_html_join(", ", "#{} {} ({})", (
+            (drill.pk, drill.get_status_display().lower(), when(drill.finished_at or drill.created_at)) for drill in drills
+        ))
+
     @admin.display(description=gettext_lazy("manifest"))
     def manifest(self, job):
         if not job.file_name or job.status in ACTIVE_STATUSES or job.status == BackupStatus.FAILED:
@@ -227,6 +274,9 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
                 {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}, self.url("changelist")
             ))
         return response
+
+    def log_deletions(self, request, queryset):
+        pass  # services.delete_backup writes the entry, and only for a backup it did delete
 
     def delete_model(self, request, obj):
         self.delete_queryset(request, [obj])
@@ -289,11 +339,15 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
             except BackupError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
                 continue
-            self.log_addition(request, new, [{"added": {}}])
             self.message_user(
                 request, _("Backup #%(id)s is queued again as backup #%(new)s.") % {"id": job.pk, "new": new.pk},
                 messages.SUCCESS,
             )
+
+    @admin.action(permissions=["restore"], description=gettext_lazy("Drill the selected backups (restore into a scratch database)"))
+    def drill_selected(self, request, queryset):
+        for job in queryset:
+            self.drill_and_report(request, job)
 
     @admin.action(permissions=["verify"], description=gettext_lazy("Verify the selected backups' archives"))
     def verify_selected(self, request, queryset):

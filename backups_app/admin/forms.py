@@ -7,8 +7,10 @@ from django.utils.translation import gettext_lazy
 
 from backups_app.conf import setting
 from backups_app.engines import ENGINES
+from backups_app.errors import BackupError
 from backups_app.models import BackupJob, Compression, RestoreStrategy
 from backups_app.services.catalog import MAX_RETENTION_DAYS
+from backups_app.services.restore import check_confirmation
 
 from .display import seconds_text
 
@@ -98,14 +100,6 @@ class RestoreForm(forms.Form):
             "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
         ) % {"timeout": seconds_text(setting("BACKUP_LOCK_TIMEOUT"))}
 
-    @staticmethod
-    def confirmation_hint(database: str) -> str:
-        """Say what to type to confirm a restore into a database: its alias or its real name, as the page shows both."""
-        name = str(connections[database].settings_dict["NAME"])
-        if name == database:
-            return _("Type %(alias)s exactly to confirm.") % {"alias": database}
-        return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
-
     def clean(self):
         # Only what was typed; whether the backup can be restored is the service's to say.
         cleaned = super().clean()
@@ -115,13 +109,17 @@ class RestoreForm(forms.Form):
         if cleaned["tables"] and not cleaned.get("into"):
             self.add_error("tables", _("Only tables go into a new database: give its name above too."))
         # A new database replaces nothing: only a restore over one is confirmed by typing its name.
-        if database and not cleaned.get("into") and typed not in (database, str(connections[database].settings_dict["NAME"])):
-            self.add_error("confirm_database", self.confirmation_hint(database))
+        if database and not cleaned.get("into"):
+            try:
+                check_confirmation(database=database, typed=typed or "")
+            except BackupError as exc:
+                self.add_error("confirm_database", str(exc))
         return cleaned
 
 
 class CleanupForm(forms.Form):
     retention_days = forms.IntegerField(
         label=gettext_lazy("Keep completed backups for (days)"), min_value=0, max_value=MAX_RETENTION_DAYS,
-        help_text=gettext_lazy("Each database's newest backup is always kept."),
+        help_text=gettext_lazy("Each database's newest backup is always kept, and so is what BACKUP_KEEP_DAILY, "
+                               "BACKUP_KEEP_WEEKLY and BACKUP_KEEP_MONTHLY keep."),
     )

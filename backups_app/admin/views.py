@@ -4,15 +4,13 @@ restore confirmation and status, cleanup, and the live status JSON.
 Each is wrapped in `admin_site.admin_view` (staff only) and checks its own model permission.
 """
 
-import base64
-import os
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
@@ -24,6 +22,8 @@ from backups_app import archives, services
 from backups_app.conf import setting
 from backups_app.errors import BackupError
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
+from backups_app.services.restore import confirmation_hint
+from backups_app.views import archive_response
 
 from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json, seconds_text
 from .forms import CleanupForm, CreateBackupForm, RestoreForm
@@ -50,6 +50,7 @@ class BackupConsoleViews:
             path("restores/<int:restore_id>/undo/", wrap(self.undo_restore_view), name="%s_%s_undo_restore" % info),
             path("<path:object_id>/download/", wrap(self.download_view), name="%s_%s_download" % info),
             path("<path:object_id>/verify/", wrap(self.verify_view), name="%s_%s_verify" % info),
+            path("<path:object_id>/drill/", wrap(self.drill_view), name="%s_%s_drill" % info),
             path("<path:object_id>/restore/", wrap(self.restore_view), name="%s_%s_restore" % info),
             *super().get_urls(),
         ]
@@ -84,7 +85,6 @@ class BackupConsoleViews:
             except BackupError as exc:
                 form.add_error(None, str(exc))
             else:
-                self.log_addition(request, job, [{"added": {}}])
                 self.message_user(
                     request,
                     _("Backup #%(id)s of %(database)s is queued; a worker runs it and this list follows it.")
@@ -127,14 +127,7 @@ class BackupConsoleViews:
         except BackupError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(self.url("change", job.pk))
-        self.log_change(request, job, _("Downloaded the archive."))
-        response = FileResponse(
-            archive, as_attachment=True, filename=os.path.basename(job.file_name), content_type="application/octet-stream"
-        )
-        response.block_size = archives.CHUNK_SIZE
-        response["X-Checksum-SHA256"] = job.checksum_sha256
-        response["Repr-Digest"] = "sha-256=:%s:" % base64.b64encode(bytes.fromhex(job.checksum_sha256)).decode()
-        return response
+        return archive_response(job, archive)
 
     def verify_view(self, request, object_id):
         if request.method != "POST":
@@ -145,20 +138,40 @@ class BackupConsoleViews:
         return HttpResponseRedirect(self.url("change", object_id))
 
     def verify_and_report(self, request, job):
-        result = services.verify_backup(backup=job)
+        result = services.verify_backup(backup=job, acting_user=request.user)
         if result.ok:
-            self.log_change(request, job, _("Verified: the archive matches its checksum and reads through."))
             self.message_user(
                 request,
                 _("Backup #%(id)s is intact: its archive matches its SHA-256 checksum and reads through.") % {"id": job.pk},
                 messages.SUCCESS,
             )
         else:
-            self.log_change(request, job, _("Verification failed: %(problem)s") % {"problem": result.problem})
             self.message_user(
                 request, _("Backup #%(id)s is damaged: %(problem)s") % {"id": job.pk, "problem": result.problem},
                 messages.ERROR,
             )
+
+    # Restore drill ------------------------------------------------------------------------------
+
+    def drill_view(self, request, object_id):
+        """Queue a restore drill of one backup (POST); its result shows on the backup's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        self.drill_and_report(request, self.get_job_or_404(request, object_id))
+        return HttpResponseRedirect(self.url("change", object_id))
+
+    def drill_and_report(self, request, job):
+        try:
+            drill = services.request_drill(backup=job, acting_user=request.user)
+        except BackupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, _(
+            "Restore drill #%(id)s of backup #%(backup)s is queued: a worker restores it into a scratch database, "
+            "checks it and drops it; the result shows on the backup's page."
+        ) % {"id": drill.pk, "backup": job.pk}, messages.SUCCESS)
 
     # Restore ----------------------------------------------------------------------------------
 
@@ -182,7 +195,7 @@ class BackupConsoleViews:
             tables, tables_problem = [], str(exc)
         targets = [
             {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor,
-             "hint": form.confirmation_hint(alias)}
+             "hint": confirmation_hint(alias)}
             for alias, _label in form.fields["database"].choices
         ]
         context = self.console_context(
@@ -241,11 +254,7 @@ class BackupConsoleViews:
                 restore = services.undo_restore(restore=restore, acting_user=request.user)
             except BackupError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
-            else:
-                if restore.backup_id:
-                    self.log_change(request, restore.backup, _("Undid restore #%(id)s: database %(database)s is back "
-                                                               "as it was before it.") % {"id": restore.pk,
-                                                                                          "database": restore.database})
+            else:  # the service writes the admin log entry
                 self.message_user(request, _("Restore #%(id)s is undone: database %(database)s is back as it was "
                                              "before it.") % {"id": restore.pk, "database": restore.database},
                                   messages.SUCCESS)
@@ -292,7 +301,6 @@ class BackupConsoleViews:
         return TemplateResponse(request, TEMPLATES + "cleanup.html", context)
 
     def cleanup_done(self, request, done):
-        self.log_deletions(request, done.expired + done.failed)
         self.message_user(
             request,
             _("Cleanup deleted %(backups)d backups and %(leftovers)d leftover files, freeing %(size)s.")

@@ -480,3 +480,59 @@ class PostgreSQLEngine(NewDatabaseMixin, Engine):
             ) % {"alias": self.alias, "seconds": lock_timeout}
         return _("The restore failed and was rolled back, the database is unchanged: %(reason)s") % {"reason": reason}
 
+
+    # Restore drills: what the archive holds, and what a database restored from it holds ----------
+
+    @classmethod
+    def archive_row_counts(cls, archive_path: str) -> dict[str, int]:
+        """Return the rows the archive holds for each table with data ("schema.table"), counted from the
+        COPY blocks of `pg_restore --data-only` (one line a row: COPY's text format escapes newlines)."""
+        counts: dict[str, int] = {}
+        table = None
+        with tool_process(["pg_restore", "--data-only", "--file=-", archive_path], stdout=subprocess.PIPE) as pg_restore:
+            for line in pg_restore.stdout:
+                if table is not None:
+                    if line == b"\\.\n":
+                        table = None
+                    else:
+                        counts[table] += 1
+                elif line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
+                    table = copy_target(line.decode("utf-8", "replace"))
+                    counts.setdefault(table, 0)
+            if pg_restore.wait() != 0:
+                raise BackupError(_("pg_restore could not read the archive's data: %(reason)s.")
+                                  % {"reason": first_error_line(pg_restore.stderr_text())})
+        return counts
+
+    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
+        """Return each table's rows in this database (its own, not its partitions'); None for a missing one."""
+        counts: dict[str, int | None] = {}
+        with self.connection.cursor() as cursor:
+            for table in tables:
+                schema, _dot, name = table.partition(".")
+                qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
+                cursor.execute("SELECT to_regclass(%s)", [qualified])
+                if cursor.fetchone()[0] is None:
+                    counts[table] = None
+                    continue
+                cursor.execute(f"SELECT count(*) FROM ONLY {qualified}")
+                counts[table] = cursor.fetchone()[0]
+        return counts
+
+
+IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|([^".\s(]+)')
+
+
+def copy_target(line: str) -> str:
+    """Return "schema.table" of a `COPY schema.table (columns) FROM stdin;` line, identifiers unquoted."""
+    names, position = [], len("COPY ")
+    while len(names) < 2:
+        match = IDENTIFIER.match(line, position)
+        if match is None:
+            break
+        names.append(match[1].replace('""', '"') if match[1] is not None else match[2])
+        position = match.end()
+        if line[position:position + 1] != ".":
+            break
+        position += 1
+    return ".".join(names)

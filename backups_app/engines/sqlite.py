@@ -167,6 +167,33 @@ class SQLiteEngine(Engine):
         with _scratch_copy(source) as scratch:
             _check_file(scratch)
 
+    # Restore drills: what the archive holds, and what a database restored from it holds ----------
+
+    @classmethod
+    def archive_row_counts(cls, archive_path: str) -> dict[str, int]:
+        """Return the rows of each table of the archive, a SQLite file itself, read without changing it."""
+        database = sqlite3.connect(f"{Path(archive_path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _row_counts(database, _tables(database))
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(_("The archive is not a sound SQLite database (%(reason)s).") % {"reason": exc}) from exc
+        finally:
+            database.close()
+
+    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
+        """Return each table's rows in this database; None for a missing one."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            present = {name for (name,) in cursor.fetchall()}
+            counts: dict[str, int | None] = {}
+            for table in tables:
+                if table not in present:
+                    counts[table] = None
+                    continue
+                cursor.execute(f"SELECT count(*) FROM {quote_ident(table)}")
+                counts[table] = cursor.fetchone()[0]
+        return counts
+
     def _put_back(self, restored: sqlite3.Connection, keep: list[KeptTable]) -> None:
         """Copy the live rows of the kept tables into the restored file, as they are right now."""
         restored.execute("ATTACH DATABASE ? AS live", (f"file:{self.path}?mode=ro",))
@@ -240,3 +267,14 @@ def _check_file(path: str) -> None:
         database.close()
     if result != "ok":
         raise BackupError(_("The archive is not a sound SQLite database (%(result)s).") % {"result": result})
+
+
+def _tables(database: sqlite3.Connection) -> list[str]:
+    rows = database.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _row_counts(database: sqlite3.Connection, tables: list[str]) -> dict[str, int]:
+    return {table: database.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0] for table in tables}

@@ -18,12 +18,15 @@ from .catalog import (
     verify_backup,
 )
 from .common import fail_dead_jobs, find_dead_jobs
+from .drills import drill_backup, drop_leftover_scratch_databases
 from .imports import import_archive, import_scan
 from .requests import (
     request_backup,
+    request_drill,
     request_restore,
     retry_backup,
     run_requested_backup,
+    run_requested_drill,
     run_requested_restore,
 )
 from .restore import restore_backup, undo_restore
@@ -38,6 +41,8 @@ __all__ = [
     "cleanup_backups",
     "create_backup",
     "delete_backup",
+    "drill_backup",
+    "drop_leftover_scratch_databases",
     "fail_dead_jobs",
     "find_dead_jobs",
     "import_archive",
@@ -45,6 +50,7 @@ __all__ = [
     "open_backup",
     "plan_cleanup",
     "request_backup",
+    "request_drill",
     "request_restore",
     "restore_backup",
     "undo_restore",
@@ -52,6 +58,7 @@ __all__ = [
     "kept_databases_size",
     "retry_backup",
     "run_requested_backup",
+    "run_requested_drill",
     "run_requested_restore",
     "verify_backup",
 ]

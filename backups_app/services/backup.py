@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import errno
+import logging
 import time
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .. import archives
+from .. import archives, notifications
 from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
 from ..errors import BackupError
 from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
 from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_written
 
@@ -130,9 +133,22 @@ def create_backup(
                 if job.status != BackupStatus.PENDING:
                     return job
             job.compression = compression
-            return _run_backup(engine, job)
+            _run_backup(engine, job)
+        error = None
     except BackupError as exc:
-        raise _refuse(job, exc)
+        error = _refuse(job, exc)
+    if job is not None and job.pk:  # it ran, or was refused: say so once it is recorded
+        notifications.notify_job(notifications.BACKUP, job)
+    if error is not None:
+        raise error
+    if setting("BACKUP_DRILL_AFTER_BACKUP"):
+        from .requests import request_drill  # requests imports this module
+
+        try:
+            request_drill(backup=job, acting_user=job.requested_by)
+        except BackupError as exc:  # the backup itself completed
+            logger.error("The drill of backup #%s could not be asked for: %s", job.pk, exc)
+    return job
 
 
 def _checked_compression(compression: str | None) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO
 
+from django.contrib.admin.models import CHANGE, DELETION
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -20,12 +22,18 @@ from ..models import USABLE_STATUSES, BackupJob, BackupStatus, Restore
 from .restore_swap import drop_kept_database, expired_kept_databases, kept_databases, kept_databases_size
 from ..selectors import (
     backup_to_dict,
+    drills_in_progress,
     get_backup,
     latest_successful_per_database,
     restores_in_progress,
     running_jobs,
     storage_totals,
 )
+from . import retention
+from .audit import log_action
+from .retention import KeptBackup
+
+logger = logging.getLogger(__name__)
 
 # A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
 MAX_RETENTION_DAYS = 36500
@@ -77,6 +85,11 @@ class VerifyResult:
     problem: str
     signature: archives.Signature  # of the manifest in the storage now
 
+    def to_dict(self) -> dict:
+        """The JSON shape of a verification (backup_verify --json, the API)."""
+        return {"id": self.backup.pk, "ok": self.ok, "problem": self.problem or None, "signature": self.signature,
+                "trusted": self.backup.trusted}
+
 
 def manifest_signature_state(job: BackupJob) -> archives.Signature:
     name = job.file_name + archives.MANIFEST_SUFFIX
@@ -86,16 +99,20 @@ def manifest_signature_state(job: BackupJob) -> archives.Signature:
         return archives.Signature.MISSING
 
 
-def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
+def verify_backup(*, backup: BackupJob | int, acting_user=None) -> VerifyResult:
     """Recompute an archive's checksum and read it through, and check its manifest's signature;
-    never changes anything."""
+    changes nothing but the admin's history of who verified it."""
     backup = get_backup(backup)
     signature = manifest_signature_state(backup)
     if not backup.is_usable:
-        return VerifyResult(
-            backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}, signature
-        )
-    problem = _verify_archive(backup)
+        problem = _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}
+    else:
+        problem = _verify_archive(backup)
+    if problem:
+        message = _("Verification failed: %(problem)s") % {"problem": problem}
+    else:
+        message = _("Verified: the archive matches its checksum and reads through.")
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=message)
     return VerifyResult(backup, not problem, problem, signature)
 
 
@@ -130,6 +147,13 @@ def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
                   "once that restore has finished.")
                 % {"id": backup.pk, "restore": restore.pk, "database": restore.database}
             )
+        drill = drills_in_progress().filter(backup=backup).first()
+        if drill:
+            raise BackupError(
+                _("Backup #%(id)s is being drilled (restore drill #%(drill)s); delete it once that drill has finished.")
+                % {"id": backup.pk, "drill": drill.pk}
+            )
+        log_action(acting_user=acting_user, objects=[backup], action_flag=DELETION)
         archives.delete(backup.file_name)
         archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
         backup.delete()
@@ -141,6 +165,8 @@ class CleanupPlan:
     failed: list[BackupJob]
     leftovers: list[str]
     bytes_freed: int
+    # The completed backups that stay, each with the rules that keep it (services.retention).
+    kept: list[KeptBackup] = field(default_factory=list)
     # Restores by swap whose replaced database is kept past BACKUP_KEEP_REPLACED_HOURS: it is dropped.
     replaced: list[Restore] = field(default_factory=list)
 
@@ -151,10 +177,29 @@ class CleanupPlan:
         names += sorted(restore.kept_database for restore in self.replaced)
         return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
 
+    def to_dict(self) -> dict:
+        """The JSON shape of a cleanup (backup_cleanup --json, the API)."""
+        return {
+            "expired": [backup_to_dict(job) for job in self.expired],
+            "failed": [backup_to_dict(job) for job in self.failed],
+            "leftovers": self.leftovers,
+            "bytes_freed": self.bytes_freed,
+            "kept": [{**backup_to_dict(kept.backup), "kept_because": [reason.as_dict() for reason in kept.reasons]}
+                     for kept in self.kept],
+            "replaced_databases": [restore.kept_database for restore in self.replaced],
+        }
 
-def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
-    """Return what a cleanup would delete: completed and failed backups past retention (never a
-    database's newest completed one), and partial files that no running job is writing.
+
+def plan_cleanup(
+    *,
+    retention_days: int | None = None,
+    keep_daily: int | None = None,
+    keep_weekly: int | None = None,
+    keep_monthly: int | None = None,
+) -> CleanupPlan:
+    """Return what a cleanup would delete: completed and failed backups past retention that no keep
+    rule keeps (services.retention: never a database's newest completed one), and partial files that
+    no running job is writing. Each argument left out is read from its setting.
 
     Failed backups stay for the retention period too, so that monitoring and people see them."""
     days = setting("BACKUP_RETENTION_DAYS") if retention_days is None else retention_days
@@ -162,10 +207,16 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
         raise BackupError(
             _("The retention must be from 0 to %(max)s days, not %(days)s.") % {"max": MAX_RETENTION_DAYS, "days": days}
         )
+    counts = {}
+    for (rule, name, _period), given in zip(retention.PERIOD_RULES, (keep_daily, keep_weekly, keep_monthly)):
+        counts[rule] = setting(name) if given is None else given
+        if not 0 <= counts[rule] <= retention.MAX_KEEP:
+            raise BackupError(_("%(name)s must be from 0 to %(max)s, not %(value)s.")
+                              % {"name": name, "max": retention.MAX_KEEP, "value": counts[rule]})
     cutoff = timezone.now() - timedelta(days=days)
     # Never a database's newest backup, nor one that a restore is about to read or reads.
-    keep = {job.pk for job in latest_successful_per_database().values()}
-    keep |= set(restores_in_progress().values_list("backup_id", flat=True))
+    reasons = retention.keep_reasons(days=days, cutoff=cutoff, keep=counts)
+    keep = set(reasons)
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES, created_at__lt=cutoff)
     expired = [job for job in usable if job.pk not in keep]
     failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
@@ -181,16 +232,26 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     freed = sum(job.size_bytes or 0 for job in expired)
     freed += sum(storage.size(job.file_name) for job in failed if job.file_name and storage.exists(job.file_name))
     freed += sum(storage.size(name) for name in leftovers)
-    return CleanupPlan(expired, failed, leftovers, freed, expired_kept_databases())
+    return CleanupPlan(expired, failed, leftovers, freed, retention.kept_backups(reasons), expired_kept_databases())
 
 
-def cleanup_backups(*, retention_days: int | None = None, acting_user=None, previewed: str | None = None) -> CleanupPlan:
-    """Delete what plan_cleanup() lists; return what was deleted.
+def cleanup_backups(
+    *,
+    retention_days: int | None = None,
+    keep_daily: int | None = None,
+    keep_weekly: int | None = None,
+    keep_monthly: int | None = None,
+    acting_user=None,
+    previewed: str | None = None,
+) -> CleanupPlan:
+    """Delete what plan_cleanup() lists; return what was deleted (and what the plan kept).
 
     With `previewed` (the signature of a plan someone looked at), refuse unless the plan is still the
     same. A backup that a restore started to use since the plan was made is kept (delete_backup refuses it).
     """
-    plan = plan_cleanup(retention_days=retention_days)
+    plan = plan_cleanup(
+        retention_days=retention_days, keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly
+    )
     if previewed is not None and previewed != plan.signature:
         raise BackupError(_("What the cleanup would delete has changed since the preview; check the list again."))
     kept = set()
@@ -201,6 +262,10 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None, prev
             kept.add(job.pk)
     for name in plan.leftovers:
         archives.delete(name)
+    from .drills import drop_leftover_scratch_databases  # drills reads the catalog through this module
+
+    for name in drop_leftover_scratch_databases():
+        logger.info("Dropped the scratch database %s that a killed restore drill left behind.", name)
     dropped = []
     for restore in plan.replaced:
         try:
@@ -213,6 +278,7 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None, prev
         [job for job in plan.failed if job.pk not in kept],
         plan.leftovers,
         plan.bytes_freed - sum(job.size_bytes or 0 for job in plan.expired if job.pk in kept),
+        plan.kept,
         dropped,
     )
 
@@ -226,11 +292,13 @@ def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
             % {"id": backup.pk, "status": backup.get_status_display().lower()}
         )
     try:
-        return archives.backup_storage().open(backup.file_name, "rb")
+        archive = archives.backup_storage().open(backup.file_name, "rb")
     except FileNotFoundError as exc:
         raise BackupError(
             _("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}
         ) from exc
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=_("Downloaded the archive."))
+    return archive
 
 
 def backup_stats() -> dict:

@@ -20,7 +20,7 @@ from django_tasks.exceptions import TaskResultDoesNotExist
 from ..engines import Engine, get_engine
 from ..errors import BackupError, DatabaseBusy
 from ..humanize import human_time
-from ..models import BackupJob, BackupStatus, Restore, RestoreStatus
+from ..models import BackupJob, BackupStatus, Drill, DrillStatus, Restore, RestoreStatus
 from ..selectors import running_jobs
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,11 @@ QUEUED_LOCK_WAIT = 6 * 3600
 LOCK_POLL_SECONDS = 1.0
 
 
-def set_phase(record: BackupJob | Restore | None, phase: str) -> None:
+# The status choices of each kind of job (their PENDING, RUNNING and FAILED values are the same).
+STATUSES = {BackupJob: BackupStatus, Restore: RestoreStatus, Drill: DrillStatus}
+
+
+def set_phase(record: BackupJob | Restore | Drill | None, phase: str) -> None:
     """Say which step a job is at (a backup's says it is alive, too).
 
     A queryset update: a full save() here could overwrite fields changed meanwhile.
@@ -84,9 +88,9 @@ def set_phase(record: BackupJob | Restore | None, phase: str) -> None:
     record.phase = phase
 
 
-def mark_failed(record: BackupJob | Restore, reason: str) -> None:
+def mark_failed(record: BackupJob | Restore | Drill, reason: str) -> None:
     """Record that a backup or restore failed, and why; only these fields (others may have changed since)."""
-    record.status = BackupStatus.FAILED if isinstance(record, BackupJob) else RestoreStatus.FAILED
+    record.status = STATUSES[type(record)].FAILED
     record.error = reason
     record.finished_at = timezone.now()
     record.save(update_fields=["status", "error", "finished_at"])
@@ -96,9 +100,10 @@ def _fail_stale_jobs(database: str) -> None:
     """Mark the jobs of a database left RUNNING by a worker that died; call only while holding its lock."""
     now = timezone.now()
     running_jobs(database).update(status=BackupStatus.FAILED, finished_at=now, error=str(DEAD_REASON))
-    Restore.objects.filter(database=database, status=RestoreStatus.RUNNING).update(
-        status=RestoreStatus.FAILED, finished_at=now, error=str(DEAD_REASON)
-    )
+    for model, statuses in ((Restore, RestoreStatus), (Drill, DrillStatus)):
+        model.objects.filter(database=database, status=statuses.RUNNING).update(
+            status=statuses.FAILED, finished_at=now, error=str(DEAD_REASON)
+        )
 
 
 @contextlib.contextmanager
@@ -133,7 +138,8 @@ def find_dead_jobs(database: str | None = None) -> list[tuple[BackupJob | Restor
     free (or, when the database cannot be reached, when a backup has not said it is alive for
     HEARTBEAT_LIMIT); a PENDING job is dead when its task has ended, or vanished, without running it.
     """
-    running = [*running_jobs(database), *Restore.objects.filter(status=RestoreStatus.RUNNING)]
+    running = [*running_jobs(database), *Restore.objects.filter(status=RestoreStatus.RUNNING),
+               *Drill.objects.filter(status=DrillStatus.RUNNING)]
     if database:
         running = [record for record in running if record.database == database]
     dead = []
@@ -153,12 +159,13 @@ def find_dead_jobs(database: str | None = None) -> list[tuple[BackupJob | Restor
                     "The worker running this job has not said it is alive for %(minutes)s minutes and its database "
                     "cannot be reached: it is taken for lost."
                 ) % {"minutes": int(HEARTBEAT_LIMIT.total_seconds() // 60)}))
-    pending = [*BackupJob.objects.filter(status=BackupStatus.PENDING), *Restore.objects.filter(status=RestoreStatus.PENDING)]
+    pending = [*BackupJob.objects.filter(status=BackupStatus.PENDING), *Restore.objects.filter(status=RestoreStatus.PENDING),
+               *Drill.objects.filter(status=DrillStatus.PENDING)]
     long_ago = timezone.now() - HEARTBEAT_LIMIT
     for record in pending:
         if database and record.database != database:
             continue
-        asked_at = record.created_at if isinstance(record, BackupJob) else record.started_at
+        asked_at = record.started_at if isinstance(record, Restore) else record.created_at
         if not record.task_id:
             if asked_at < long_ago:
                 dead.append((record, _("This job was never queued (or was asked for by an older version); retry it.")))
@@ -189,11 +196,13 @@ def task_state(task_id: str) -> str | None:
         return "UNKNOWN"
 
 
-def fail_dead_jobs(database: str | None = None) -> int:
-    """Mark FAILED, with the reason, every unfinished job whose worker is gone; return how many."""
+def fail_dead_jobs(database: str | None = None, *, kinds: tuple[type, ...] = (BackupJob, Restore, Drill)) -> int:
+    """Mark FAILED, with the reason, every unfinished job (of `kinds`) whose worker is gone; return how many."""
     failed = 0
     for record, reason in find_dead_jobs(database):
-        statuses = BackupStatus if isinstance(record, BackupJob) else RestoreStatus
+        if not isinstance(record, kinds):
+            continue
+        statuses = STATUSES[type(record)]
         failed += type(record).objects.filter(pk=record.pk, status=record.status).update(
             status=statuses.FAILED, finished_at=timezone.now(), error=reason
         )

@@ -1,7 +1,7 @@
 """Ask for a backup or a restore to run in the background, and run it when a worker picks it up.
 
 The one request path of every entry point that does not wait for the result (the admin, the commands'
-`--background`, the schedule): request_backup() / request_restore() check the request, record it
+`--background`, the schedule): request_backup() / request_restore() / request_drill() check the request, record it
 (every option on the record) and, once that is committed, announce it (backups_app.signals); the task
 layer queues a task holding only the record's id, and the worker calls run_requested_backup() /
 run_requested_restore(), which read everything else from the record. Running in the foreground calls
@@ -12,17 +12,29 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..engines import get_engine
 from ..errors import BackupError
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus, RestoreStrategy
+from ..models import (
+    BackupJob,
+    BackupStatus,
+    BackupTrigger,
+    Drill,
+    DrillStatus,
+    Restore,
+    RestoreStatus,
+    RestoreStrategy,
+)
 from ..selectors import get_backup
-from ..signals import backup_requested, restore_requested
+from ..signals import backup_requested, drill_requested, restore_requested
+from .audit import log_action
 from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
+from .drills import drill_backup, drillable
 from .restore import restorable_into, restore_backup, untrusted_refusal
 
 
@@ -52,6 +64,7 @@ def request_backup(
         database=database, engine=engine.name, trigger=trigger, description=description, compression=compression,
         **_user_fields(acting_user),
     )
+    log_action(acting_user=acting_user, objects=[job], action_flag=ADDITION, message=[{"added": {}}])
     _announce_on_commit(backup_requested, job=job)
     return job
 
@@ -82,6 +95,17 @@ def request_restore(
     )
     _announce_on_commit(restore_requested, restore=restore)
     return restore
+
+
+def request_drill(*, backup: BackupJob | int, acting_user=None) -> Drill:
+    """Record a PENDING restore drill of a backup and queue it; return it at once."""
+    backup = get_backup(backup)
+    drillable(backup)
+    drill = Drill.objects.create(backup=backup, database=backup.database, **_user_fields(acting_user))
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE,
+               message=_("Asked for restore drill #%(id)s.") % {"id": drill.pk})
+    _announce_on_commit(drill_requested, drill=drill)
+    return drill
 
 
 def retry_backup(*, backup: BackupJob | int, acting_user=None) -> BackupJob:
@@ -118,3 +142,11 @@ def run_requested_restore(*, restore_id: int) -> Restore:
         safety_backup=restore.take_safety_backup and not restore.into, terminate_sessions=restore.terminate_sessions,
         restore=restore, trust_archive=restore.trust_archive, wait=QUEUED_LOCK_WAIT,
     )
+
+
+def run_requested_drill(*, drill_id: int) -> Drill:
+    """Run a PENDING drill as its record says (the worker's side of request_drill)."""
+    drill = Drill.objects.select_related("backup").get(pk=drill_id)
+    if drill.status != DrillStatus.PENDING:
+        return drill
+    return drill_backup(backup=drill.backup, acting_user=drill.requested_by, drill=drill, wait=QUEUED_LOCK_WAIT)

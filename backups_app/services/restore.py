@@ -6,19 +6,30 @@ import contextlib
 from typing import Sequence
 
 from django.apps import apps
+from django.contrib.admin.models import CHANGE
 from django.core.management import call_command
 from django.db import connections, router
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .. import archives
+from .. import archives, notifications
 from ..conf import setting
 from ..engines import Engine, KeptTable, get_engine
 from ..errors import BackupError, RestoreIncomplete
 from ..engines.postgresql_swap import kept_name
-from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestorePhase, RestoreStatus, RestoreStrategy
+from ..models import (
+    BackupJob,
+    BackupStatus,
+    BackupTrigger,
+    Drill,
+    Restore,
+    RestorePhase,
+    RestoreStatus,
+    RestoreStrategy,
+)
 from ..selectors import get_backup
+from .audit import log_action
 from .backup import _run_backup
 from .catalog import checksum_problem
 from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
@@ -27,15 +38,18 @@ from .restore_swap import choose_strategy, restore_by_swap, restore_into
 
 def _catalog_tables() -> list[KeptTable]:
     """Describe the tables that every restore of the catalog's own database keeps as they are now:
-    the catalog, and the task queue's results (a running restore's own task among them)."""
+    the catalog (backups, restores, drills), and the task queue's results (a running restore's own task
+    among them). An archive made before drills existed lacks their table: it is restored, and migrate
+    makes the table again."""
     tables = []
-    for model in (BackupJob, Restore):
+    catalog = (BackupJob, Restore, Drill)
+    for model in catalog:
         outside_refs = {
             field.column: (field.related_model._meta.db_table, field.target_field.column)
             for field in model._meta.concrete_fields
-            if field.is_relation and field.related_model not in (BackupJob, Restore)
+            if field.is_relation and field.related_model not in catalog
         }
-        tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs))
+        tables.append(KeptTable(model._meta.db_table, model._meta.pk.column, outside_refs, required=model is not Drill))
     if apps.is_installed("django_tasks_db"):
         queue = apps.get_model("django_tasks_database", "DBTaskResult")
         tables.append(KeptTable(queue._meta.db_table, queue._meta.pk.column, required=False))
@@ -102,11 +116,17 @@ def restore_backup(
             for field, value in _process_fields().items():
                 setattr(restore, field, value)
             restore.save()
-            return _run_restore(engine, backup, restore)
+            _run_restore(engine, backup, restore)
+        error = None
     except BackupError as exc:
         if restore is not None and restore.pk and restore.status == RestoreStatus.PENDING:
             mark_failed(restore, str(exc))
-        raise
+        error = exc
+    if restore is not None and restore.pk:  # it ran, or was refused: say so once it is recorded
+        notifications.notify_job(notifications.RESTORE, restore)
+    if error is not None:
+        raise error
+    return restore
 
 
 def untrusted_refusal(backup: BackupJob) -> str:
@@ -115,6 +135,22 @@ def untrusted_refusal(backup: BackupJob) -> str:
         "write to the backup storage may have made it; restore it only if you trust them, with "
         "--trust-archive (in the admin: the trust checkbox)."
     ) % {"id": backup.pk}
+
+
+def confirmation_hint(database: str) -> str:
+    """Say what to type to confirm a restore into a database: its alias or its real name."""
+    name = str(connections[database].settings_dict["NAME"])
+    if name == database:
+        return _("Type %(alias)s exactly to confirm.") % {"alias": database}
+    return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
+
+
+def check_confirmation(*, database: str, typed: str) -> None:
+    """Refuse a restore unless the person typed the target database's alias or real name (the admin's
+    confirmation page and the API ask for it; the commands ask to type yes)."""
+    get_engine(database)  # an unknown alias is said as such, not as a mistyped confirmation
+    if typed not in (database, str(connections[database].settings_dict["NAME"])):
+        raise BackupError(confirmation_hint(database))
 
 
 def restorable_into(backup: BackupJob, database: str) -> Engine:
@@ -299,4 +335,8 @@ def undo_restore(*, restore: Restore | int, acting_user=None) -> Restore:
         engine.on_database(replaced).drop_database()
         Restore.objects.filter(pk=restore.pk).update(undone_at=timezone.now())
     restore.refresh_from_db()
+    if restore.backup_id:
+        log_action(acting_user=acting_user, objects=[restore.backup], action_flag=CHANGE, message=_(
+            "Undid restore #%(id)s: database %(database)s is back as it was before it."
+        ) % {"id": restore.pk, "database": restore.database})
     return restore

@@ -1,13 +1,13 @@
 from django.utils.translation import gettext as _
 
 from backups_app.humanize import human_time
-from backups_app.selectors import backup_to_dict, get_backup
+from backups_app.selectors import backup_to_dict, drill_to_dict, get_backup, restore_to_dict
 
 from ._common import BackupCommand
 
 
 class Command(BackupCommand):
-    help = "Show one backup: every field, and the restores made from it."
+    help = "Show one backup: every field, its last restore drill, and the restores made from it."
 
     def add_arguments(self, parser):
         parser.add_argument("backup_id", help="The backup's id.")
@@ -17,21 +17,10 @@ class Command(BackupCommand):
         job = get_backup(options["backup_id"])
         data = backup_to_dict(job)
         restores = list(job.restores.all())
+        drill = job.last_drill
         if options["json"]:
-            data["restores"] = [
-                {
-                    "id": restore.pk,
-                    "database": restore.database,
-                    "status": restore.status,
-                    "requested_by": restore.requested_by_name or None,
-                    "started": restore.started_at.isoformat(),
-                    "finished": restore.finished_at.isoformat() if restore.finished_at else None,
-                    "safety_backup": restore.safety_backup_id,
-                    "error": restore.error or None,
-                    "warning": restore.warning or None,
-                }
-                for restore in restores
-            ]
+            data["last_drill"] = drill_to_dict(drill)
+            data["restores"] = [restore_to_dict(restore) for restore in restores]
             self.write_json(data)
             return
         # Humans read times in the server's time zone; scripts get ISO 8601 from --json.
@@ -39,6 +28,21 @@ class Command(BackupCommand):
                     finished=human_time(job.finished_at))
         for key, value in data.items():
             self.stdout.write(f"{key:>15}: {'' if value is None else value}")
+        if drill is None:
+            self.stdout.write(f"{_('last drill'):>15}: " + _("never (nothing has proven yet that it restores)"))
+        else:
+            self.stdout.write(f"{_('last drill'):>15}: " + _(
+                "#%(id)s %(status)s, finished %(finished)s, restored in %(seconds)s s, %(tables)s tables"
+            ) % {"id": drill.pk, "status": drill.status, "finished": human_time(drill.finished_at),
+                 "seconds": drill.restore_seconds if drill.restore_seconds is not None else "-",
+                 "tables": len(drill.tables)})
+            for table, counts in drill.tables.items():
+                restored = "-" if counts["restored"] is None else counts["restored"]
+                self.stdout.write(f"{'':>15}  {table}: {restored} / {counts['archive']}")
+            for check in drill.failed_checks:
+                self.stdout.write(f"{'':>15}  " + _("check failed: %(query)s -> %(result)s") % check)
+            if drill.error:
+                self.stdout.write(f"{'':>15}  {drill.error}")
         for restore in restores:
             self.stdout.write(f"{_('restore'):>15}: " + _(
                 "#%(id)s into %(database)s, %(status)s; started %(started)s, finished %(finished)s, by %(user)s"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('backups_app', '0005_background_jobs'),
+        ('backups_app', '0006_drills'),
     ]
 
     operations = [
