@@ -110,12 +110,13 @@ def test_catalog_rows_made_during_a_swap_restore_of_its_own_database_survive(dja
     catalog = connections["default"].settings_dict["NAME"]
 
     def record_a_backup_while_it_loads():
-        wait_for(lambda: rows(catalog, f"SELECT count(*) FROM backups_app_restore WHERE phase = 'loading'") == ["1"])
-        psql(catalog, "INSERT INTO backups_app_backupjob (database, engine, status, trigger, description, "
-                      "requested_by_name, created_at, compression, file_name, bytes_written, checksum_sha256, "
-                      "server_version, tool_version, error, warning, hostname, phase, task_id, trusted) VALUES "
-                      "('elsewhere', 'postgresql', 'failed', 'manual', 'made during the restore', '', now(), 'zstd', "
-                      "'', 0, '', '', '', 'x', '', '', '', '', true)")
+        try:
+            wait_for(lambda: rows(catalog, "SELECT count(*) FROM backups_app_restore WHERE phase = 'loading'") == ["1"])
+            # Through this thread's own connection to the catalog, as another process of the application would.
+            BackupJob.objects.create(database="elsewhere", engine="postgresql", status="failed", compression="zstd",
+                                     description="made during the restore", error="x")
+        finally:
+            connections.close_all()
 
     writer = threading.Thread(target=record_a_backup_while_it_loads)
     writer.start()

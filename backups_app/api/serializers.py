@@ -110,6 +110,8 @@ class Stats(serializers.Serializer):
     failed = serializers.IntegerField()
     running = serializers.IntegerField()
     total_size = serializers.IntegerField()
+    kept_databases = serializers.IntegerField(help_text=_("Databases that restores by swap replaced and keep for an undo."))
+    kept_databases_size = serializers.IntegerField(help_text=_("Their size on the database servers, in bytes."))
     retention_days = serializers.IntegerField()
     databases = serializers.DictField(child=LatestBackup(), help_text=_("Each database's newest successful backup."))
 
@@ -120,6 +122,8 @@ class Cleanup(serializers.Serializer):
     failed = BackupRecord(many=True)
     leftovers = serializers.ListField(child=serializers.CharField())
     bytes_freed = serializers.IntegerField()
+    replaced_databases = serializers.ListField(
+        child=serializers.CharField(), help_text=_("Databases kept for an undo past BACKUP_KEEP_REPLACED_HOURS: dropped."))
 
 
 class Error(serializers.Serializer):
