@@ -20,6 +20,7 @@ from .conf import setting
 from .monitoring import nearest_existing
 from .models import DrillStatus
 from .schedule import scheduled_databases
+from .services.restore_swap import kept_databases
 
 PREFIX = "django_backups"
 
@@ -47,6 +48,11 @@ class CatalogCollector:
         failures = gauge("failed_jobs", "Failed jobs the catalog holds, by kind (backup, restore, drill).",
                          labels=("database", "kind"))
         stored = gauge("storage_used_bytes", "The bytes of archives kept in the backup storage.")
+        kept = gauge("kept_replaced_databases",
+                     "Databases that restores by swap replaced and keep for an undo (their size: backup_check --json).")
+        kept_counts: dict[str, int] = {}
+        for restore in kept_databases():
+            kept_counts[restore.database] = kept_counts.get(restore.database, 0) + 1
         for database in databases:
             job = latest.get(database)
             success_time.add_metric([database], job.created_at.timestamp() if job else 0)
@@ -59,9 +65,10 @@ class CatalogCollector:
                 drill_time.add_metric([database], drill.finished_at.timestamp())
                 drill_passed.add_metric([database], 1 if drill.status == DrillStatus.PASSED else 0)
             stored.add_metric([database], storage.get(database, 0))
+            kept.add_metric([database], kept_counts.get(database, 0))
             for kind in ("backup", "restore", "drill"):
                 failures.add_metric([database, kind], failed.get((database, kind), 0))
-        yield from (success_time, size, duration, drill_time, drill_passed, failures, stored)
+        yield from (success_time, size, duration, drill_time, drill_passed, failures, stored, kept)
         root = archives.local_path("")
         if root:
             free = GaugeMetricFamily(f"{PREFIX}_storage_free_bytes", "Free space where the backup storage lies.")

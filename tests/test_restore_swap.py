@@ -9,6 +9,7 @@ from io import StringIO
 import psycopg2
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.db import connections
 
 from backups_app import services
@@ -178,6 +179,9 @@ def test_cleanup_drops_expired_kept_databases_and_undo_is_then_refused(pagila, s
     restore = services.restore_backup(backup=job, safety_backup=False)
     size = services.kept_databases_size()
     assert size > 1_000_000  # pagila's
+    settings.BACKUP_METRICS_TOKEN = "swap-metrics-token"
+    metrics = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer swap-metrics-token").content.decode()
+    assert f'django_backups_kept_replaced_databases{{database="{pagila}"}} 1.0' in metrics
     assert services.backup_stats()["kept_databases_size"] == size
     assert check_health().to_dict()["kept_databases_bytes"] == size
     assert services.plan_cleanup().replaced == []  # younger than BACKUP_KEEP_REPLACED_HOURS
