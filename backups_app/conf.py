@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     # The task backend of background jobs: db (the application's database) or rq (Redis, several hosts).
     "BACKUP_TASK_BACKEND": "db",
     "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
+    # On S3: the admin's download redirects to a presigned URL (5 minutes) instead of streaming through the app.
+    "BACKUP_S3_PRESIGNED_DOWNLOADS": False,
 }
 
 

@@ -122,15 +122,19 @@ class BackupConsoleViews:
             raise PermissionDenied
         job = self.get_job_or_404(request, object_id)
         try:
-            archive = services.open_backup(backup=job, acting_user=request.user)
+            presigned = services.download_url(backup=job, acting_user=request.user)
+            archive = None if presigned else services.open_backup(backup=job, acting_user=request.user)
         except BackupError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(self.url("change", job.pk))
         self.log_change(request, job, _("Downloaded the archive."))
+        if presigned:
+            return HttpResponseRedirect(presigned)
         response = FileResponse(
             archive, as_attachment=True, filename=os.path.basename(job.file_name), content_type="application/octet-stream"
         )
         response.block_size = archives.CHUNK_SIZE
+        response["Content-Length"] = job.size_bytes
         response["X-Checksum-SHA256"] = job.checksum_sha256
         response["Repr-Digest"] = "sha-256=:%s:" % base64.b64encode(bytes.fromhex(job.checksum_sha256)).decode()
         return response
@@ -145,7 +149,13 @@ class BackupConsoleViews:
 
     def verify_and_report(self, request, job):
         result = services.verify_backup(backup=job)
-        if result.ok:
+        if result.ok and result.note:
+            self.log_change(request, job, _("Verified the checksum only: %(note)s") % {"note": result.note})
+            self.message_user(
+                request, _("Backup #%(id)s matches its SHA-256 checksum. %(note)s") % {"id": job.pk, "note": result.note},
+                messages.WARNING,
+            )
+        elif result.ok:
             self.log_change(request, job, _("Verified: the archive matches its checksum and reads through."))
             self.message_user(
                 request,

@@ -21,7 +21,7 @@ class Command(BackupCommand):
         results = [services.verify_backup(backup=backup) for backup in backups]
         if options["json"]:
             self.write_json([
-                {"id": r.backup.pk, "ok": r.ok, "problem": r.problem or None, "signature": r.signature,
+                {"id": r.backup.pk, "ok": r.ok, "problem": r.problem or None, "note": r.note or None, "signature": r.signature,
                  "trusted": r.backup.trusted}
                 for r in results
             ])
@@ -33,6 +33,8 @@ class Command(BackupCommand):
                     self.stdout.write(self.style.ERROR(
                         _("Backup #%(id)s is damaged: %(problem)s") % {"id": result.backup.pk, "problem": result.problem}
                     ))
+                if result.note:
+                    self.stdout.write(self.style.WARNING("  " + result.note))
                 self.stdout.write(self.signature_line(result))
         damaged = [r for r in results if not r.ok]
         if damaged:
