@@ -172,9 +172,7 @@ else:
     )
 # Whether the admin's download sends the browser to a presigned S3 URL (valid 5 minutes) instead of
 # passing the archive through the application.
-BACKUP_S3_PRESIGNED_DOWNLOADS = env.bool(
-    "BACKUP_S3_PRESIGNED_DOWNLOADS", default=_defaults["BACKUP_S3_PRESIGNED_DOWNLOADS"]
-)
+BACKUP_S3_PRESIGNED_DOWNLOADS = env.bool("BACKUP_S3_PRESIGNED_DOWNLOADS", default=_defaults["BACKUP_S3_PRESIGNED_DOWNLOADS"])
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
