@@ -324,8 +324,13 @@ def read_archive(backup) -> Iterator[BinaryIO]:
     Reading it to the end raises ChecksumMismatch, before the final b"", when the stored bytes are not
     those the backup wrote; a reader that stops early checks nothing.
     """
-    with contextlib.closing(read_stored(backup)) as checked:
-        source = encryption.decrypting(checked) if backup.encryption else checked
+    with contextlib.ExitStack() as stack:
+        checked = stack.enter_context(read_stored(backup))
+        source = checked
+        if backup.encryption:
+            source = stack.enter_context(contextlib.closing(
+                encryption.decrypting(checked, archive_name=backup.file_name)
+            ))
         yield _EndsChecked(decompressor(source, backup.compression), checked)
 
 
@@ -353,8 +358,9 @@ class _Prepended:
 
 def peek(name: str, *, decrypt: bool) -> tuple[str, bytes]:
     """Return the compression of a stored archive and the first bytes of its plain content (import)."""
-    with contextlib.closing(open_stored(name)) as raw:
-        source = encryption.decrypting(raw) if decrypt else raw
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(contextlib.closing(open_stored(name)))
+        source = stack.enter_context(contextlib.closing(encryption.decrypting(raw, archive_name=name))) if decrypt else raw
         head = _read_up_to(source, 16)
         compression = detect_compression(head)
         return compression, _read_up_to(decompressor(_Prepended(head, source), compression), 64)

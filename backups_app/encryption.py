@@ -22,7 +22,7 @@ def encrypting(target: BinaryIO, recipients: list[str]) -> Iterator[BinaryIO]:
     yield target
 
 
-def decrypting(source: BinaryIO) -> BinaryIO:
+def decrypting(source: BinaryIO, *, archive_name: str = "", encrypted_to=()) -> BinaryIO:
     return source
 
 
