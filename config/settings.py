@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import environ
-from botocore.config import Config as BotoConfig
 from django.core.exceptions import ImproperlyConfigured
 
 from backups_app.conf import DEFAULTS as _defaults
@@ -131,6 +130,8 @@ BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING
 # (default: backups/ in the project).
 BACKUP_STORAGE_URL = env("BACKUP_STORAGE_URL", default="")
 if BACKUP_STORAGE_URL.startswith("s3://"):
+    from botocore.config import Config as BotoConfig  # only here: boto3 costs start-up time and memory
+
     _bucket, _, _prefix = BACKUP_STORAGE_URL.removeprefix("s3://").partition("/")
     # when_supported: boto3's default, CRC32 checksums on every request; when_required: only where the API
     # demands one, for S3-compatible servers that reject the newer checksum headers.
