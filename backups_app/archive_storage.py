@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import PurePosixPath
@@ -37,9 +38,9 @@ def backup_storage() -> Storage:
 
 
 def is_s3(storage: Storage | None = None) -> bool:
-    from storages.backends.s3 import S3Storage
-
-    return isinstance(storage or backup_storage(), S3Storage)
+    # An S3 storage has imported its module; a local one never pays for importing boto3.
+    module = sys.modules.get("storages.backends.s3")
+    return module is not None and isinstance(storage or backup_storage(), module.S3Storage)
 
 
 def _s3_key(storage, name: str) -> str:

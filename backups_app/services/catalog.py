@@ -66,12 +66,15 @@ def _verify_archive(job: BackupJob) -> tuple[str, str]:
     except archives.ChecksumMismatch:
         return checksum_problem(job), ""
     except BackupError as exc:
+        # Reading stopped before the end, where the checksum is known: a changed archive is named as such.
         if job.encryption and header is None:
             return checksum_problem(job), _("Only the checksum was checked, not the content: %(reason)s") % {
                 "reason": exc}
-        return _("its archive %(name)s does not read through: %(reason)s") % {"name": job.file_name, "reason": exc}, ""
+        return checksum_problem(job) or _("its archive %(name)s does not read through: %(reason)s") % {
+            "name": job.file_name, "reason": exc}, ""
     except Exception as exc:  # noqa: BLE001  (any decoder error means the same thing to the user)
-        return _("its archive %(name)s cannot be decompressed (%(reason)s).") % {"name": job.file_name, "reason": exc}, ""
+        return checksum_problem(job) or _("its archive %(name)s cannot be decompressed (%(reason)s).") % {
+            "name": job.file_name, "reason": exc}, ""
     return "", ""
 
 
