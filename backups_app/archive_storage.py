@@ -137,7 +137,7 @@ class _S3Upload:
     def _send_part(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        body, self.buffer = bytes(self.buffer), bytearray()
+        body, self.buffer = self.buffer, bytearray()  # handed over, not copied
         try:
             if self.upload_id is None:
                 self.upload_id = self.client.create_multipart_upload(
