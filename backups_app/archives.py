@@ -296,7 +296,14 @@ class _EndsChecked:
         self.plain, self.checked = plain, checked
 
     def read(self, size: int = -1) -> bytes:
-        data = self.plain.read(size)
+        try:
+            data = self.plain.read(size)
+        except ChecksumMismatch:
+            raise
+        except Exception:
+            # A decoder that chokes on changed bytes: say that they were changed, if they were.
+            self.checked.read_to_end()
+            raise
         if not data:
             self.checked.read_to_end()
         return data

@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from .archives import local_path
 from .conf import setting
 from .engines.postgresql import MAX_LOCK_TIMEOUT
+from .errors import BackupError
 from .models import Compression
 from .services.catalog import MAX_RETENTION_DAYS
 
@@ -104,3 +105,27 @@ def check_backup_health(app_configs, **kwargs):
         level, check_id = HEALTH_CHECK_IDS[problem.code]
         messages.append(level(problem.message, hint=_("Run `manage.py backup_check` for the whole picture."), id=check_id))
     return messages
+
+
+@register()
+def check_encryption_settings(app_configs, **kwargs):
+    """Refuse public keys that are not age keys and an identity file that cannot be used (never showing a key)."""
+    from .encryption import identity_file_problem, identity_public_keys, recipients
+
+    errors = []
+    try:
+        public_keys = recipients()
+    except BackupError as exc:
+        public_keys = []
+        errors.append(Error(str(exc), id="backups_app.E030"))
+    problem = identity_file_problem()
+    if problem:
+        errors.append(Error(problem, id="backups_app.E031"))
+    elif public_keys and setting("BACKUP_AGE_IDENTITY_FILE") and not set(public_keys) & set(identity_public_keys()):
+        errors.append(Warning(
+            _("None of the keys in BACKUP_AGE_IDENTITY_FILE belongs to BACKUP_AGE_RECIPIENTS: backups made here "
+              "now cannot be restored with it."),
+            hint=_("Add the private key of one of %(keys)s to that file.") % {"keys": ", ".join(public_keys)},
+            id="backups_app.W030",
+        ))
+    return errors

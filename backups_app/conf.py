@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_REDIS_URL": "redis://127.0.0.1:6379/0",
     # On S3: the admin's download redirects to a presigned URL (5 minutes) instead of streaming through the app.
     "BACKUP_S3_PRESIGNED_DOWNLOADS": False,
+    # age public keys (age1..., separated by commas or spaces) that new archives are encrypted to; empty: none.
+    "BACKUP_AGE_RECIPIENTS": "",
+    # The file of age private keys (AGE-SECRET-KEY-1... lines) that restore, deep verify and table listing
+    # decrypt with; only where backups are restored, never needed to make them.
+    "BACKUP_AGE_IDENTITY_FILE": "",
 }
 
 

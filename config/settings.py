@@ -124,6 +124,11 @@ BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_L
 # Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.
 BACKUP_SIGNING_KEY = env("BACKUP_SIGNING_KEY", default=_defaults["BACKUP_SIGNING_KEY"])
 
+# Encryption (age): new archives are encrypted to these public keys (comma- or space-separated; empty: off).
+BACKUP_AGE_RECIPIENTS = env("BACKUP_AGE_RECIPIENTS", default=_defaults["BACKUP_AGE_RECIPIENTS"])
+# The private keys that decrypt them, needed only where backups are restored; keep it off the backup storage.
+BACKUP_AGE_IDENTITY_FILE = env("BACKUP_AGE_IDENTITY_FILE", default=_defaults["BACKUP_AGE_IDENTITY_FILE"])
+
 # Where archives are written: the `backups` storage below, never a setting of its own in the app.
 # BACKUP_STORAGE_URL: file:///path (a directory) or s3://BUCKET/PREFIX (boto3 reads AWS_ACCESS_KEY_ID and
 # AWS_SECRET_ACCESS_KEY itself: no secret is kept in the settings). Unset: the directory BACKUP_DIRECTORY

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the test suite needs on a Debian machine: the PostgreSQL and MariaDB servers
-# and client tools (and the headers mysqlclient builds against), Chromium (browser tests through Playwright), cron (the schedule test) and zstd (the benchmark's
-# raw baseline).
+# and client tools (and the headers mysqlclient builds against), Chromium (browser tests through Playwright), cron (the schedule test), zstd (the benchmark's
+# raw baseline) and age (the encryption tests decrypt with the real age command).
 set -euo pipefail
 
 missing=()
@@ -13,6 +13,7 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -x /usr/sbin/cron ] || missing+=(cron)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v age >/dev/null || missing+=(age)
 "$(dirname "$0")/apt-install.sh" "for the tests" ${missing[@]+"${missing[@]}"}
 
 # PostgreSQL at the address the tests use (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432).

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from backups_app import archive_storage, archives, encryption, monitoring, services
+from backups_app import archive_storage, archives, monitoring, services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus, RestoreStatus
 
@@ -138,12 +138,6 @@ def test_monitoring_writes_and_deletes_a_probe_object(s3_bucket, settings):
 
 # Encrypted archives (age) --------------------------------------------------------------------------
 
-needs_age = pytest.mark.skipif(
-    not hasattr(encryption, "identity_file_problem"),
-    reason="backups_app/encryption.py is still the placeholder without encryption",
-)
-
-
 @pytest.fixture
 def age_keys(tmp_path, settings):
     """Encrypt new backups to a fresh age key; return the path of the identity file that decrypts them."""
@@ -158,7 +152,6 @@ def age_keys(tmp_path, settings):
     return path
 
 
-@needs_age
 def test_encrypted_backup_in_s3_holds_no_readable_data_and_restores_with_the_identity(
     pagila, s3_bucket, age_keys, settings
 ):
@@ -184,7 +177,6 @@ def test_encrypted_backup_in_s3_holds_no_readable_data_and_restores_with_the_ide
     assert fingerprint(pagila) == before
 
 
-@needs_age
 def test_import_scan_registers_an_encrypted_archive_without_its_key(pagila, s3_bucket, age_keys):
     job = services.create_backup(database=pagila)
     BackupJob.objects.all().delete()
