@@ -22,9 +22,10 @@ from django.utils.translation import gettext as _
 from .errors import BackupError
 
 CHUNK_SIZE = 1 << 20
-# S3 parts: at least 5 MiB (S3's minimum), at most 10,000 of them: 16 MiB parts allow objects up to 156 GiB
-# while the upload holds one part in memory.
-PART_SIZE = 16 << 20
+# S3 parts: at least 5 MiB (S3's minimum), at most 10,000 of them. The upload holds one part in memory:
+# 8 MiB, doubling every 2,000 parts (16 GiB) so that objects up to 496 GiB fit.
+PART_SIZE = 8 << 20
+PARTS_PER_SIZE = 2000
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
 # A multipart upload older than this belongs to a killed process (a backup that runs longer would lose it).
 STALE_UPLOAD_AGE = timedelta(days=1)
@@ -127,7 +128,7 @@ class _S3Upload:
 
     def write(self, data) -> int:
         self.buffer += data
-        if len(self.buffer) >= PART_SIZE:
+        if len(self.buffer) >= PART_SIZE << (len(self.parts) // PARTS_PER_SIZE):
             self._send_part()
         return len(data)
 
