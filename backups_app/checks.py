@@ -12,6 +12,7 @@ from .engines.postgresql import MAX_LOCK_TIMEOUT
 from .errors import BackupError
 from .models import Compression
 from .services.catalog import MAX_RETENTION_DAYS
+from .services.retention import MAX_KEEP, PERIOD_RULES
 
 
 @register()
@@ -29,6 +30,13 @@ def check_backup_settings(app_configs, **kwargs):
             % {"value": setting("BACKUP_RETENTION_DAYS"), "max": MAX_RETENTION_DAYS},
             id="backups_app.E002",
         ))
+    for check_id, (_rule, name, _period) in enumerate(PERIOD_RULES, start=5):
+        if not 0 <= setting(name) <= MAX_KEEP:
+            errors.append(Error(
+                _("%(name)s is %(value)s; it must be from 0 (off) to %(max)s.")
+                % {"name": name, "value": setting(name), "max": MAX_KEEP},
+                id=f"backups_app.E00{check_id}",
+            ))
     if not 0 < setting("BACKUP_LOCK_TIMEOUT") <= MAX_LOCK_TIMEOUT:
         errors.append(Error(
             _("BACKUP_LOCK_TIMEOUT is %(value)s; it must be from 1 to %(max)s seconds (the most PostgreSQL accepts).")

@@ -12,8 +12,14 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # zstd, gzip or none.
     "BACKUP_COMPRESSION": "zstd",
-    # Completed and failed backups older than this are removed by cleanup (each database's newest is kept).
+    # Completed and failed backups older than this are removed by cleanup unless a keep rule below keeps them
+    # (each database's newest is always kept).
     "BACKUP_RETENTION_DAYS": 7,
+    # Also kept, like restic's --keep-daily/-weekly/-monthly: the newest completed backup of each of the N most
+    # recent days, ISO weeks and months that have one, per database (0: that rule is off).
+    "BACKUP_KEEP_DAILY": 0,
+    "BACKUP_KEEP_WEEKLY": 0,
+    "BACKUP_KEEP_MONTHLY": 0,
     # Seconds pg_dump and a restore wait for locks held by other sessions.
     "BACKUP_LOCK_TIMEOUT": 30,
     # Signs the manifests (HMAC-SHA256); empty: derived from SECRET_KEY.

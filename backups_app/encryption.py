@@ -12,6 +12,7 @@ buffers are all the memory a stream takes, whatever its size.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import re
@@ -31,6 +32,7 @@ SECRET_KEY_PREFIX = "AGE-SECRET-KEY-1"
 # An identity file holds a few keys and comments: anything larger is not one.
 MAX_IDENTITY_FILE_SIZE = 1 << 20
 READ_BUFFER_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20
 
 
 def is_encrypted(header: bytes) -> bool:
@@ -129,6 +131,14 @@ def _load_identities(archive_name: str = "") -> list[x25519.Identity]:
             "line(s) that age-keygen wrote."
         ) % {"path": path})
     return identities
+
+
+def _pipe() -> tuple[int, int]:
+    """Return an OS pipe with a 1 MiB buffer where Linux allows it (fewer thread switches than 64 KiB)."""
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return read_fd, write_fd
 
 
 def _write_all(fd: int, data) -> None:
@@ -259,7 +269,7 @@ def encrypting(target: BinaryIO, recipients: Sequence[str]) -> Iterator[BinaryIO
     keys = [_parse_recipient(key, number) for number, key in enumerate(recipients, start=1)]
     if not keys:
         raise BackupError(_("Encryption needs at least one public key; set BACKUP_AGE_RECIPIENTS."))
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = _pipe()
     worker = _Worker()
     source, sink = _Reader(worker, fd=read_fd), _Writer(worker, target=target)
 
@@ -291,11 +301,10 @@ class _DecryptingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = os.read(self._fd, len(buffer))
-        if not data:
+        size = os.readv(self._fd, [buffer])  # straight into the caller's buffer
+        if not size:
             self._finish()
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+        return size
 
     def _finish(self) -> None:
         if self._finished:
@@ -354,7 +363,7 @@ def decrypting(source: BinaryIO, *, archive_name: str = "", encrypted_to: Sequen
             "after it was written."
         ) % {"what": what, "reason": message})
 
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = _pipe()
     worker = _Worker()
     reader, sink = _Reader(worker, source=source), _Writer(worker, fd=write_fd)
 

@@ -119,6 +119,9 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 # The app's settings and their defaults are described in backups_app/conf.py and .env.example.
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=_defaults["BACKUP_RETENTION_DAYS"])
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=_defaults["BACKUP_KEEP_DAILY"])
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=_defaults["BACKUP_KEEP_WEEKLY"])
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=_defaults["BACKUP_KEEP_MONTHLY"])
 BACKUP_COMPRESSION = env("BACKUP_COMPRESSION", default=_defaults["BACKUP_COMPRESSION"])
 BACKUP_LOCK_TIMEOUT = env.int("BACKUP_LOCK_TIMEOUT", default=_defaults["BACKUP_LOCK_TIMEOUT"])
 # Keep it out of the backup storage: it tells a manifest this app wrote from a forged one.

@@ -92,5 +92,6 @@ class RestoreForm(forms.Form):
 class CleanupForm(forms.Form):
     retention_days = forms.IntegerField(
         label=gettext_lazy("Keep completed backups for (days)"), min_value=0, max_value=MAX_RETENTION_DAYS,
-        help_text=gettext_lazy("Each database's newest backup is always kept."),
+        help_text=gettext_lazy("Each database's newest backup is always kept, and so is what BACKUP_KEEP_DAILY, "
+                               "BACKUP_KEEP_WEEKLY and BACKUP_KEEP_MONTHLY keep."),
     )

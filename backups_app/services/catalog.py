@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -25,6 +25,8 @@ from ..selectors import (
     running_jobs,
     storage_totals,
 )
+from . import retention
+from .retention import KeptBackup
 
 # A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
 MAX_RETENTION_DAYS = 36500
@@ -144,6 +146,8 @@ class CleanupPlan:
     failed: list[BackupJob]
     leftovers: list[str]
     bytes_freed: int
+    # The completed backups that stay, each with the rules that keep it (services.retention).
+    kept: list[KeptBackup] = field(default_factory=list)
 
     @property
     def signature(self) -> str:
@@ -152,9 +156,16 @@ class CleanupPlan:
         return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
 
 
-def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
-    """Return what a cleanup would delete: completed and failed backups past retention (never a
-    database's newest completed one), and partial files that no running job is writing.
+def plan_cleanup(
+    *,
+    retention_days: int | None = None,
+    keep_daily: int | None = None,
+    keep_weekly: int | None = None,
+    keep_monthly: int | None = None,
+) -> CleanupPlan:
+    """Return what a cleanup would delete: completed and failed backups past retention that no keep
+    rule keeps (services.retention: never a database's newest completed one), and partial files that
+    no running job is writing. Each argument left out is read from its setting.
 
     Failed backups stay for the retention period too, so that monitoring and people see them."""
     days = setting("BACKUP_RETENTION_DAYS") if retention_days is None else retention_days
@@ -162,10 +173,16 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
         raise BackupError(
             _("The retention must be from 0 to %(max)s days, not %(days)s.") % {"max": MAX_RETENTION_DAYS, "days": days}
         )
+    counts = {}
+    for (rule, name, _period), given in zip(retention.PERIOD_RULES, (keep_daily, keep_weekly, keep_monthly)):
+        counts[rule] = setting(name) if given is None else given
+        if not 0 <= counts[rule] <= retention.MAX_KEEP:
+            raise BackupError(_("%(name)s must be from 0 to %(max)s, not %(value)s.")
+                              % {"name": name, "max": retention.MAX_KEEP, "value": counts[rule]})
     cutoff = timezone.now() - timedelta(days=days)
     # Never a database's newest backup, nor one that a restore is about to read or reads.
-    keep = {job.pk for job in latest_successful_per_database().values()}
-    keep |= set(restores_in_progress().values_list("backup_id", flat=True))
+    reasons = retention.keep_reasons(days=days, cutoff=cutoff, keep=counts)
+    keep = set(reasons)
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES, created_at__lt=cutoff)
     expired = [job for job in usable if job.pk not in keep]
     failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
@@ -174,16 +191,26 @@ def plan_cleanup(*, retention_days: int | None = None) -> CleanupPlan:
     freed = sum(job.size_bytes or 0 for job in expired)
     freed += sum(storage.size(job.file_name) for job in failed if archives.exists(job.file_name))
     freed += sum(size for _name, size in leftovers)
-    return CleanupPlan(expired, failed, [name for name, _size in leftovers], freed)
+    return CleanupPlan(expired, failed, [name for name, _size in leftovers], freed, retention.kept_backups(reasons))
 
 
-def cleanup_backups(*, retention_days: int | None = None, acting_user=None, previewed: str | None = None) -> CleanupPlan:
-    """Delete what plan_cleanup() lists; return what was deleted.
+def cleanup_backups(
+    *,
+    retention_days: int | None = None,
+    keep_daily: int | None = None,
+    keep_weekly: int | None = None,
+    keep_monthly: int | None = None,
+    acting_user=None,
+    previewed: str | None = None,
+) -> CleanupPlan:
+    """Delete what plan_cleanup() lists; return what was deleted (and what the plan kept).
 
     With `previewed` (the signature of a plan someone looked at), refuse unless the plan is still the
     same. A backup that a restore started to use since the plan was made is kept (delete_backup refuses it).
     """
-    plan = plan_cleanup(retention_days=retention_days)
+    plan = plan_cleanup(
+        retention_days=retention_days, keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly
+    )
     if previewed is not None and previewed != plan.signature:
         raise BackupError(_("What the cleanup would delete has changed since the preview; check the list again."))
     kept = set()
@@ -199,6 +226,7 @@ def cleanup_backups(*, retention_days: int | None = None, acting_user=None, prev
         [job for job in plan.failed if job.pk not in kept],
         plan.leftovers,
         plan.bytes_freed - sum(job.size_bytes or 0 for job in plan.expired if job.pk in kept),
+        plan.kept,
     )
 
 
