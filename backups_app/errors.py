@@ -8,3 +8,7 @@ class DatabaseBusy(BackupError):
 
 class RestoreIncomplete(BackupError):
     """A restore replaced the tables but failed in a later step: the safety backup must be put back."""
+
+
+class NotFound(BackupError):
+    """There is no backup or restore with the id given."""

@@ -9,22 +9,53 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .errors import BackupError
-from .models import ACTIVE_RESTORE_STATUSES, USABLE_STATUSES, BackupJob, BackupStatus, Restore
+from .errors import BackupError, NotFound
+from .models import (
+    ACTIVE_RESTORE_STATUSES,
+    USABLE_STATUSES,
+    BackupJob,
+    BackupStatus,
+    BackupTrigger,
+    Restore,
+    RestoreStatus,
+)
 
 
 def get_backup(backup: BackupJob | int | str) -> BackupJob:
-    """Return a backup by id (or the instance itself), or raise BackupError naming the bad id."""
+    """Return a backup by id (or the instance itself), or raise NotFound naming the bad id."""
     if isinstance(backup, BackupJob):
         return backup
     try:
         pk = int(backup)
     except (TypeError, ValueError):
-        raise BackupError(_("%(id)r is not a backup id: ids are whole numbers (see backup_list).") % {"id": backup}) from None
+        raise NotFound(_("%(id)r is not a backup id: ids are whole numbers (see backup_list).") % {"id": backup}) from None
     try:
         return BackupJob.objects.get(pk=pk)
     except BackupJob.DoesNotExist:
-        raise BackupError(_("There is no backup #%(id)s (see backup_list).") % {"id": pk}) from None
+        raise NotFound(_("There is no backup #%(id)s (see backup_list).") % {"id": pk}) from None
+
+
+def get_restore(restore: int | str) -> Restore:
+    """Return a restore by id, or raise NotFound naming the bad id."""
+    try:
+        return Restore.objects.select_related("backup").get(pk=int(restore))
+    except (TypeError, ValueError, Restore.DoesNotExist):
+        raise NotFound(_("There is no restore #%(id)s (see backup_show).") % {"id": restore}) from None
+
+
+def list_backups(
+    *, database: str | None = None, status: str | None = None, trigger: str | None = None
+) -> QuerySet[BackupJob]:
+    """The catalog, newest first, filtered as the admin's list filters; an unknown status or trigger is refused."""
+    jobs = BackupJob.objects.all()
+    for name, value, choices in (("status", status, BackupStatus), ("trigger", trigger, BackupTrigger)):
+        if value and value not in choices.values:
+            raise BackupError(
+                _("Unknown %(name)s %(value)r: use one of %(choices)s.")
+                % {"name": name, "value": value, "choices": ", ".join(choices.values)}
+            )
+    filters = {"database": database, "status": status, "trigger": trigger}
+    return jobs.filter(**{name: value for name, value in filters.items() if value})
 
 
 def running_jobs(database: str | None = None) -> QuerySet[BackupJob]:
@@ -108,4 +139,22 @@ def backup_to_dict(job: BackupJob) -> dict:
         # The step it is at, or stopped at; none once it completed.
         "phase": (job.phase or None) if job.status not in USABLE_STATUSES else None,
         "trusted": job.trusted,
+    }
+
+
+def restore_to_dict(restore: Restore) -> dict:
+    """The JSON shape of a restore (backup_show --json, the API)."""
+    return {
+        "id": restore.pk,
+        "backup": restore.backup_id,
+        "database": restore.database,
+        "status": restore.status,
+        # The step it is at, or stopped at; none before its worker began and once it completed.
+        "phase": (restore.phase or None) if restore.status != RestoreStatus.COMPLETED else None,
+        "requested_by": restore.requested_by_name or None,
+        "started": restore.started_at.isoformat(),
+        "finished": restore.finished_at.isoformat() if restore.finished_at else None,
+        "safety_backup": restore.safety_backup_id,
+        "error": restore.error or None,
+        "warning": restore.warning or None,
     }

@@ -58,6 +58,12 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "django_rq",
     "django_tasks_rq",
+    # The HTTP API under /api/ (backups_app.api): token authentication, and its OpenAPI schema with a
+    # Swagger page whose files are served from here, not from a CDN.
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "backups_app",
 ]
 
@@ -187,6 +193,40 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "backups": _backups_storage,
+}
+
+# The HTTP API (backups_app.api) ---------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # A token (Authorization: Token ...) for scripts, first so that a request without one gets 401;
+    # the admin's session for the Swagger page.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["backups_app.api.permissions.StaffWithModelPermission"],
+    # JSON only: a form post would turn a missing safety_backup into false.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "backups_app.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Django backups API",
+    "DESCRIPTION": "Back up, restore, download and clean up databases with the admin's permissions.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BackupStatusEnum": "backups_app.models.BackupStatus",
+        "RestoreStatusEnum": "backups_app.models.RestoreStatus",
+        "BackupPhaseEnum": "backups_app.models.BackupPhase",
+        "RestorePhaseEnum": "backups_app.models.RestorePhase",
+    },
 }
 
 # Schedules (django-crontab) and monitoring --------------------------------------------------

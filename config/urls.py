@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from backups_app.views import health
@@ -11,5 +11,6 @@ admin.site.enable_nav_sidebar = False
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="backups_health"),
+    path("api/", include("backups_app.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -14,6 +14,9 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v zstd >/dev/null || missing+=(zstd)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v age >/dev/null || missing+=(age)
+# curl and jq: the README's CI example, which tests/test_api.py runs as printed.
+command -v curl >/dev/null || missing+=(curl)
+command -v jq >/dev/null || missing+=(jq)
 "$(dirname "$0")/apt-install.sh" "for the tests" ${missing[@]+"${missing[@]}"}
 
 # PostgreSQL at the address the tests use (TEST_DATABASE_URL, default postgres://postgres@127.0.0.1:5432).

@@ -228,6 +228,9 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
             ))
         return response
 
+    def log_deletions(self, request, queryset):
+        pass  # services.delete_backup writes the entry, and only for a backup it did delete
+
     def delete_model(self, request, obj):
         self.delete_queryset(request, [obj])
 
@@ -285,7 +288,6 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
             except BackupError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
                 continue
-            self.log_addition(request, new, [{"added": {}}])
             self.message_user(
                 request, _("Backup #%(id)s is queued again as backup #%(new)s.") % {"id": job.pk, "new": new.pk},
                 messages.SUCCESS,

@@ -5,8 +5,10 @@ from django.utils.translation import gettext_lazy
 
 from backups_app.conf import setting
 from backups_app.engines import ENGINES
+from backups_app.errors import BackupError
 from backups_app.models import BackupJob, Compression
 from backups_app.services.catalog import MAX_RETENTION_DAYS
+from backups_app.services.restore import check_confirmation
 
 from .display import seconds_text
 
@@ -71,21 +73,16 @@ class RestoreForm(forms.Form):
             "Otherwise the restore waits at most %(timeout)s for their locks, then fails and changes nothing."
         ) % {"timeout": seconds_text(setting("BACKUP_LOCK_TIMEOUT"))}
 
-    @staticmethod
-    def confirmation_hint(database: str) -> str:
-        """Say what to type to confirm a restore into a database: its alias or its real name, as the page shows both."""
-        name = str(connections[database].settings_dict["NAME"])
-        if name == database:
-            return _("Type %(alias)s exactly to confirm.") % {"alias": database}
-        return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
-
     def clean(self):
         # Only what was typed; whether the backup can be restored is the service's to say.
         cleaned = super().clean()
         database = cleaned.get("database")
         typed = cleaned.get("confirm_database")
-        if database and typed is not None and typed not in (database, str(connections[database].settings_dict["NAME"])):
-            self.add_error("confirm_database", self.confirmation_hint(database))
+        if database and typed is not None:
+            try:
+                check_confirmation(database=database, typed=typed)
+            except BackupError as exc:
+                self.add_error("confirm_database", str(exc))
         return cleaned
 
 

@@ -4,15 +4,13 @@ restore confirmation and status, cleanup, and the live status JSON.
 Each is wrapped in `admin_site.admin_view` (staff only) and checks its own model permission.
 """
 
-import base64
-import os
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
@@ -24,6 +22,8 @@ from backups_app import archives, services
 from backups_app.conf import setting
 from backups_app.errors import BackupError
 from backups_app.models import ACTIVE_RESTORE_STATUSES, BackupJob, Restore, RestoreStatus
+from backups_app.services.restore import confirmation_hint
+from backups_app.views import archive_response
 
 from .display import ACTIVE_STATUSES, backup_json, restore_fields, restore_json, seconds_text
 from .forms import CleanupForm, CreateBackupForm, RestoreForm
@@ -83,7 +83,6 @@ class BackupConsoleViews:
             except BackupError as exc:
                 form.add_error(None, str(exc))
             else:
-                self.log_addition(request, job, [{"added": {}}])
                 self.message_user(
                     request,
                     _("Backup #%(id)s of %(database)s is queued; a worker runs it and this list follows it.")
@@ -127,17 +126,9 @@ class BackupConsoleViews:
         except BackupError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(self.url("change", job.pk))
-        self.log_change(request, job, _("Downloaded the archive."))
         if presigned:
             return HttpResponseRedirect(presigned)
-        response = FileResponse(
-            archive, as_attachment=True, filename=os.path.basename(job.file_name), content_type="application/octet-stream"
-        )
-        response.block_size = archives.CHUNK_SIZE
-        response["Content-Length"] = job.size_bytes
-        response["X-Checksum-SHA256"] = job.checksum_sha256
-        response["Repr-Digest"] = "sha-256=:%s:" % base64.b64encode(bytes.fromhex(job.checksum_sha256)).decode()
-        return response
+        return archive_response(job, archive)
 
     def verify_view(self, request, object_id):
         if request.method != "POST":
@@ -148,22 +139,19 @@ class BackupConsoleViews:
         return HttpResponseRedirect(self.url("change", object_id))
 
     def verify_and_report(self, request, job):
-        result = services.verify_backup(backup=job)
+        result = services.verify_backup(backup=job, acting_user=request.user)
         if result.ok and result.note:
-            self.log_change(request, job, _("Verified the checksum only: %(note)s") % {"note": result.note})
             self.message_user(
                 request, _("Backup #%(id)s matches its SHA-256 checksum. %(note)s") % {"id": job.pk, "note": result.note},
                 messages.WARNING,
             )
         elif result.ok:
-            self.log_change(request, job, _("Verified: the archive matches its checksum and reads through."))
             self.message_user(
                 request,
                 _("Backup #%(id)s is intact: its archive matches its SHA-256 checksum and reads through.") % {"id": job.pk},
                 messages.SUCCESS,
             )
         else:
-            self.log_change(request, job, _("Verification failed: %(problem)s") % {"problem": result.problem})
             self.message_user(
                 request, _("Backup #%(id)s is damaged: %(problem)s") % {"id": job.pk, "problem": result.problem},
                 messages.ERROR,
@@ -191,7 +179,7 @@ class BackupConsoleViews:
             tables, tables_problem = [], str(exc)
         targets = [
             {"alias": alias, "name": connections[alias].settings_dict["NAME"], "vendor": connections[alias].vendor,
-             "hint": form.confirmation_hint(alias)}
+             "hint": confirmation_hint(alias)}
             for alias, _label in form.fields["database"].choices
         ]
         context = self.console_context(
@@ -268,7 +256,6 @@ class BackupConsoleViews:
         return TemplateResponse(request, TEMPLATES + "cleanup.html", context)
 
     def cleanup_done(self, request, done):
-        self.log_deletions(request, done.expired + done.failed)
         self.message_user(
             request,
             _("Cleanup deleted %(backups)d backups and %(leftovers)d leftover files, freeing %(size)s.")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import BinaryIO
 
+from django.contrib.admin.models import CHANGE, DELETION
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -26,6 +27,7 @@ from ..selectors import (
     storage_totals,
 )
 from . import retention
+from .audit import log_action
 from .retention import KeptBackup
 
 # A hundred years: longer than anyone keeps backups, and far inside the dates Python can count back to.
@@ -88,6 +90,11 @@ class VerifyResult:
     signature: archives.Signature  # of the manifest in the storage now
     note: str = ""  # what could not be checked (an encrypted archive without its identity here)
 
+    def to_dict(self) -> dict:
+        """The JSON shape of a verification (backup_verify --json, the API)."""
+        return {"id": self.backup.pk, "ok": self.ok, "problem": self.problem or None, "note": self.note or None,
+                "signature": self.signature, "trusted": self.backup.trusted}
+
 
 def manifest_signature_state(job: BackupJob) -> archives.Signature:
     name = job.file_name + archives.MANIFEST_SUFFIX
@@ -97,16 +104,22 @@ def manifest_signature_state(job: BackupJob) -> archives.Signature:
         return archives.Signature.MISSING
 
 
-def verify_backup(*, backup: BackupJob | int) -> VerifyResult:
+def verify_backup(*, backup: BackupJob | int, acting_user=None) -> VerifyResult:
     """Recompute an archive's checksum and read it through, and check its manifest's signature;
-    never changes anything."""
+    changes nothing but the admin's history of who verified it."""
     backup = get_backup(backup)
     signature = manifest_signature_state(backup)
     if not backup.is_usable:
-        return VerifyResult(
-            backup, False, _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}, signature
-        )
-    problem, note = _verify_archive(backup)
+        problem, note = _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}, ""
+    else:
+        problem, note = _verify_archive(backup)
+    if problem:
+        message = _("Verification failed: %(problem)s") % {"problem": problem}
+    elif note:
+        message = _("Verified the checksum only: %(note)s") % {"note": note}
+    else:
+        message = _("Verified: the archive matches its checksum and reads through.")
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=message)
     return VerifyResult(backup, not problem, problem, signature, note)
 
 
@@ -135,6 +148,7 @@ def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
                   "once that restore has finished.")
                 % {"id": backup.pk, "restore": restore.pk, "database": restore.database}
             )
+        log_action(acting_user=acting_user, objects=[backup], action_flag=DELETION)
         archives.delete(backup.file_name)
         archives.delete(backup.file_name + archives.MANIFEST_SUFFIX)
         backup.delete()
@@ -154,6 +168,17 @@ class CleanupPlan:
         """Identify what the plan deletes, so that confirming a preview deletes exactly what it showed."""
         names = sorted(str(job.pk) for job in self.expired + self.failed) + sorted(self.leftovers)
         return hashlib.sha256("\n".join(names).encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict:
+        """The JSON shape of a cleanup (backup_cleanup --json, the API)."""
+        return {
+            "expired": [backup_to_dict(job) for job in self.expired],
+            "failed": [backup_to_dict(job) for job in self.failed],
+            "leftovers": self.leftovers,
+            "bytes_freed": self.bytes_freed,
+            "kept": [{**backup_to_dict(kept.backup), "kept_because": [reason.as_dict() for reason in kept.reasons]}
+                     for kept in self.kept],
+        }
 
 
 def plan_cleanup(
@@ -239,7 +264,9 @@ def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
             _("Backup #%(id)s is %(status)s and has no archive to download.")
             % {"id": backup.pk, "status": backup.get_status_display().lower()}
         )
-    return archives.read_stored(backup)
+    archive = archives.read_stored(backup)
+    log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=_("Downloaded the archive."))
+    return archive
 
 
 def download_url(*, backup: BackupJob | int, acting_user=None) -> str | None:
@@ -248,7 +275,11 @@ def download_url(*, backup: BackupJob | int, acting_user=None) -> str | None:
     backup = get_backup(backup)
     if not setting("BACKUP_S3_PRESIGNED_DOWNLOADS") or not backup.is_usable:
         return None
-    return archives.download_url(backup.file_name, os.path.basename(backup.file_name))
+    url = archives.download_url(backup.file_name, os.path.basename(backup.file_name))
+    if url:
+        log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE,
+                   message=_("Downloaded the archive (presigned S3 URL)."))
+    return url
 
 
 def backup_stats() -> dict:

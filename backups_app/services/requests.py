@@ -10,6 +10,7 @@ create_backup() / restore_backup() directly.
 
 from __future__ import annotations
 
+from django.contrib.admin.models import ADDITION
 from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -19,6 +20,7 @@ from ..errors import BackupError
 from ..models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
 from ..selectors import get_backup
 from ..signals import backup_requested, restore_requested
+from .audit import log_action
 from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
 from .restore import restorable_into, restore_backup, untrusted_refusal
@@ -50,6 +52,7 @@ def request_backup(
         database=database, engine=engine.name, trigger=trigger, description=description, compression=compression,
         **_user_fields(acting_user),
     )
+    log_action(acting_user=acting_user, objects=[job], action_flag=ADDITION, message=[{"added": {}}])
     _announce_on_commit(backup_requested, job=job)
     return job
 

@@ -99,6 +99,22 @@ def untrusted_refusal(backup: BackupJob) -> str:
     ) % {"id": backup.pk}
 
 
+def confirmation_hint(database: str) -> str:
+    """Say what to type to confirm a restore into a database: its alias or its real name."""
+    name = str(connections[database].settings_dict["NAME"])
+    if name == database:
+        return _("Type %(alias)s exactly to confirm.") % {"alias": database}
+    return _("Type %(alias)s or %(name)s exactly to confirm.") % {"alias": database, "name": name}
+
+
+def check_confirmation(*, database: str, typed: str) -> None:
+    """Refuse a restore unless the person typed the target database's alias or real name (the admin's
+    confirmation page and the API ask for it; the commands ask to type yes)."""
+    get_engine(database)  # an unknown alias is said as such, not as a mistyped confirmation
+    if typed not in (database, str(connections[database].settings_dict["NAME"])):
+        raise BackupError(confirmation_hint(database))
+
+
 def restorable_into(backup: BackupJob, database: str) -> Engine:
     """Return the engine of `database` if `backup` can be restored into it; else say why not."""
     if not backup.is_usable:

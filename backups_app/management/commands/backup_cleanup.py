@@ -2,7 +2,6 @@ from django.utils.translation import gettext as _
 
 from backups_app import services
 from backups_app.humanize import human_size, human_time
-from backups_app.selectors import backup_to_dict
 
 from ._common import BackupCommand
 
@@ -31,15 +30,7 @@ class Command(BackupCommand):
         else:
             plan = services.cleanup_backups(**rules)
         if options["json"]:
-            self.write_json({
-                "dry_run": options["dry_run"],
-                "expired": [backup_to_dict(job) for job in plan.expired],
-                "failed": [backup_to_dict(job) for job in plan.failed],
-                "leftovers": plan.leftovers,
-                "bytes_freed": plan.bytes_freed,
-                "kept": [{**backup_to_dict(kept.backup), "kept_because": [reason.as_dict() for reason in kept.reasons]}
-                         for kept in plan.kept],
-            })
+            self.write_json({"dry_run": options["dry_run"], **plan.to_dict()})
             return
         verb = _("Would delete") if options["dry_run"] else _("Deleted")
         for job in plan.expired + plan.failed:

@@ -1,8 +1,8 @@
 from django.utils.translation import gettext as _
 
 from backups_app.humanize import human_size, human_time
-from backups_app.models import BackupJob, BackupStatus
-from backups_app.selectors import backup_to_dict
+from backups_app.models import BackupStatus
+from backups_app.selectors import backup_to_dict, list_backups
 
 from ._common import BackupCommand
 
@@ -16,11 +16,7 @@ class Command(BackupCommand):
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
-        jobs = BackupJob.objects.all()
-        if options["database"]:
-            jobs = jobs.filter(database=options["database"])
-        if options["status"]:
-            jobs = jobs.filter(status=options["status"])
+        jobs = list_backups(database=options["database"], status=options["status"])
         if options["json"]:
             self.write_json([backup_to_dict(job) for job in jobs])
             return

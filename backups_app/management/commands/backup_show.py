@@ -1,7 +1,7 @@
 from django.utils.translation import gettext as _
 
 from backups_app.humanize import human_time
-from backups_app.selectors import backup_to_dict, get_backup
+from backups_app.selectors import backup_to_dict, get_backup, restore_to_dict
 
 from ._common import BackupCommand
 
@@ -18,20 +18,7 @@ class Command(BackupCommand):
         data = backup_to_dict(job)
         restores = list(job.restores.all())
         if options["json"]:
-            data["restores"] = [
-                {
-                    "id": restore.pk,
-                    "database": restore.database,
-                    "status": restore.status,
-                    "requested_by": restore.requested_by_name or None,
-                    "started": restore.started_at.isoformat(),
-                    "finished": restore.finished_at.isoformat() if restore.finished_at else None,
-                    "safety_backup": restore.safety_backup_id,
-                    "error": restore.error or None,
-                    "warning": restore.warning or None,
-                }
-                for restore in restores
-            ]
+            data["restores"] = [restore_to_dict(restore) for restore in restores]
             self.write_json(data)
             return
         # Humans read times in the server's time zone; scripts get ISO 8601 from --json.

@@ -20,11 +20,7 @@ class Command(BackupCommand):
         backups = BackupJob.objects.filter(status__in=USABLE_STATUSES) if options["all"] else [options["backup_id"]]
         results = [services.verify_backup(backup=backup) for backup in backups]
         if options["json"]:
-            self.write_json([
-                {"id": r.backup.pk, "ok": r.ok, "problem": r.problem or None, "note": r.note or None, "signature": r.signature,
-                 "trusted": r.backup.trusted}
-                for r in results
-            ])
+            self.write_json([result.to_dict() for result in results])
         else:
             for result in results:
                 if result.ok:
