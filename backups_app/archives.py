@@ -1,7 +1,10 @@
-"""Archive files in the `backups` storage: streaming compression, hashing, atomic commit, manifests.
+"""The one archive layer: the only way to write an archive and the only way to read one.
 
-A file only ever appears under its final name once it is complete: it is written to a staging
-file (a hidden `.partial` name beside the final one on a local storage), fsynced, and renamed.
+Writing is one streaming pass: dump stream -> compress -> encrypt (when age recipients are
+configured) -> hash -> the storage (archive_storage: a local directory or S3), which shows the
+archive under its name only once it is complete. Reading is the reverse: the storage's stream ->
+hash check -> decrypt -> decompress; a stored archive whose SHA-256 or size differs from its
+record's raises BackupError when its stream ends, before the reader sees the end.
 """
 
 from __future__ import annotations
@@ -11,28 +14,39 @@ import gzip
 import hashlib
 import hmac
 import json
-import os
-import tempfile
-from pathlib import PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 import zstandard
 from django.conf import settings
-from django.core.files import File
-from django.core.files.storage import Storage, storages
 from django.db import models
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from . import encryption
+from .archive_storage import (  # noqa: F401  (the storage's names, for the layer's callers)
+    CHUNK_SIZE,
+    backup_storage,
+    delete,
+    download_url,
+    exists,
+    leftovers,
+    list_names,
+    local_path,
+    open_stored,
+    partial_name,
+    passes_through_link,
+    remove_leftover,
+    storage_name,
+    stored,
+)
 from .conf import setting
 from .errors import BackupError
-from .models import Compression
+from .models import Compression, Encryption
 
-CHUNK_SIZE = 1 << 20
 SUFFIXES = {Compression.ZSTD: ".zst", Compression.GZIP: ".gz", Compression.NONE: ""}
+ENCRYPTION_SUFFIXES = {Encryption.AGE: ".age", Encryption.NONE: ""}
 MAGIC = {Compression.ZSTD: b"\x28\xb5\x2f\xfd", Compression.GZIP: b"\x1f\x8b"}
-PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "django-backups-manifest/1"
 SIGNATURE_FIELD = "signature"
@@ -47,22 +61,6 @@ class Signature(models.TextChoices):
     INVALID = "invalid", gettext_lazy("badly signed (changed since, or signed with another key)")
     MISSING = "missing", gettext_lazy("no readable manifest")
 
-
-def backup_storage() -> Storage:
-    return storages["backups"]
-
-
-def local_path(name: str) -> str | None:
-    """Return the file system path of a storage name, or None for a storage that is not local."""
-    try:
-        return backup_storage().path(name)
-    except NotImplementedError:
-        return None
-
-
-def partial_name(name: str) -> str:
-    path = PurePosixPath(name)
-    return str(path.with_name(PARTIAL_PREFIX + path.name + PARTIAL_SUFFIX))
 
 
 class HashingWriter:
@@ -172,54 +170,6 @@ def decompressor(source: BinaryIO, compression: str) -> BinaryIO:
     return source
 
 
-@contextlib.contextmanager
-def _staged(name: str) -> Iterator[BinaryIO]:
-    """Yield a 0600 file to write; on success it becomes `name` in the storage, on failure it is removed."""
-    if passes_through_link(name):
-        raise BackupError(
-            _("%(name)s would be written through a symbolic link in the backup storage; replace the link with a "
-              "directory.") % {"name": name}
-        )
-    final_path = local_path(name)
-    if final_path:
-        directory = os.path.dirname(final_path)
-        for path in (local_path(""), directory):  # makedirs gives only the leaf the mode
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        staging = local_path(partial_name(name))
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    else:
-        descriptor, staging = tempfile.mkstemp(suffix=PARTIAL_SUFFIX)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        if final_path:
-            os.replace(staging, final_path)
-            directory_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(directory_fd)
-            finally:
-                os.close(directory_fd)
-        else:
-            with open(staging, "rb") as handle:
-                saved = backup_storage().save(name, File(handle))
-            if saved != name:
-                raise BackupError(_("The storage saved %(name)s as %(saved)s.") % {"name": name, "saved": saved})
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staging)
-
-
-@contextlib.contextmanager
-def write_archive(name: str, compression: str) -> Iterator[tuple[BinaryIO, HashingWriter]]:
-    """Yield (compressing writer, hashing counter); the archive is committed only if the block succeeds."""
-    with _staged(name) as handle:
-        counter = HashingWriter(handle)
-        with compressor(counter, compression) as writer:
-            yield writer, counter
-
-
 def manifest_signature(manifest: dict) -> str:
     """Return the HMAC-SHA256 of a manifest's canonical JSON (sorted keys, without its signature).
 
@@ -247,7 +197,7 @@ def write_manifest(archive_name: str, manifest: dict, *, signed: bool = True) ->
     if signed:
         manifest[SIGNATURE_FIELD] = manifest_signature(manifest)
     data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    with _staged(archive_name + MANIFEST_SUFFIX) as handle:
+    with stored(archive_name + MANIFEST_SUFFIX) as handle:
         handle.write(data)
 
 
@@ -255,8 +205,8 @@ def read_manifest(manifest_name: str) -> dict:
     if passes_through_link(manifest_name):
         raise BackupError(_("The manifest %(name)s is a symbolic link; it is not read.") % {"name": manifest_name})
     try:
-        with backup_storage().open(manifest_name, "rb") as handle:
-            manifest = json.loads(handle.read(1 << 20))
+        with contextlib.closing(open_stored(manifest_name)) as handle:
+            manifest = json.loads(_read_up_to(handle, 1 << 20))
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise BackupError(_("The manifest %(name)s cannot be read: %(reason)s.") % {"name": manifest_name, "reason": exc}) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
@@ -264,86 +214,166 @@ def read_manifest(manifest_name: str) -> dict:
     return manifest
 
 
-def checksum(name: str) -> tuple[str, int]:
+
+
+def _read_up_to(source: BinaryIO, limit: int) -> bytes:
+    """Read up to `limit` bytes (a network stream may return fewer than asked before its end)."""
+    data = bytearray()
+    while len(data) < limit and (chunk := source.read(limit - len(data))):
+        data += chunk
+    return bytes(data)
+
+
+# Writing and reading archives -----------------------------------------------------------------
+
+
+def archive_suffix(compression: str, encryption_name: str) -> str:
+    """Return what an archive's name ends with after the engine's suffix, e.g. ".zst.age"."""
+    return SUFFIXES[compression] + ENCRYPTION_SUFFIXES[encryption_name]
+
+
+@contextlib.contextmanager
+def write_archive(
+    name: str, compression: str, *, recipients: Sequence[str] = ()
+) -> Iterator[tuple[BinaryIO, HashingWriter]]:
+    """Yield (writer, counter): what is written to `writer` is compressed, encrypted to `recipients` (age;
+    none: not encrypted), hashed and stored under `name`, which appears only if the block succeeds. The
+    counter's sha256 and size are those of the stored bytes."""
+    with stored(name) as sink:
+        counter = HashingWriter(sink)
+        with _encrypted(counter, recipients) as encrypted, compressor(encrypted, compression) as writer:
+            yield writer, counter
+
+
+def _encrypted(target: BinaryIO, recipients: Sequence[str]):
+    return encryption.encrypting(target, list(recipients)) if recipients else contextlib.nullcontext(target)
+
+
+class ChecksumMismatch(BackupError):
+    """A stored archive is not the one its record describes."""
+
+
+class CheckedReader:
+    """Read a stored archive's bytes, hashing them; at the end, raise ChecksumMismatch instead of
+    returning b"" if their SHA-256 or size is not the record's."""
+
+    def __init__(self, source: BinaryIO, backup):
+        self.source, self.backup = source, backup
+        self.sha256, self.size, self.checked = hashlib.sha256(), 0, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        if data:
+            self.sha256.update(data)
+            self.size += len(data)
+        elif not self.checked:
+            self.checked = True
+            if self.size != self.backup.size_bytes or self.sha256.hexdigest() != self.backup.checksum_sha256:
+                raise ChecksumMismatch(
+                    _("The archive %(name)s does not match its SHA-256 checksum (changed or damaged in the backup "
+                      "storage since the backup); restore another backup.") % {"name": self.backup.file_name}
+                )
+        return data
+
+    def read_to_end(self) -> None:
+        while self.read(CHUNK_SIZE):
+            pass
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _EndsChecked:
+    """A plain-content reader whose end comes only after the stored bytes were read to their end and checked."""
+
+    def __init__(self, plain: BinaryIO, checked: CheckedReader):
+        self.plain, self.checked = plain, checked
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.plain.read(size)
+        except ChecksumMismatch:
+            raise
+        except Exception:
+            # A decoder that chokes on changed bytes: say that they were changed, if they were.
+            self.checked.read_to_end()
+            raise
+        if not data:
+            self.checked.read_to_end()
+        return data
+
+
+def _missing(backup) -> BackupError:
+    return BackupError(
+        _("The archive of backup #%(id)s (%(name)s) is missing from the backup storage.")
+        % {"id": backup.pk, "name": backup.file_name}
+    )
+
+
+def read_stored(backup) -> CheckedReader:
+    """Open a backup's stored bytes as they are (a download), checked at their end; the caller closes it."""
+    try:
+        return CheckedReader(open_stored(backup.file_name), backup)
+    except FileNotFoundError as exc:
+        raise _missing(backup) from exc
+
+
+@contextlib.contextmanager
+def read_archive(backup) -> Iterator[BinaryIO]:
+    """Yield a reader of a backup's plain content (decrypted, decompressed), streamed from the storage.
+
+    Reading it to the end raises ChecksumMismatch, before the final b"", when the stored bytes are not
+    those the backup wrote; a reader that stops early checks nothing.
+    """
+    with contextlib.ExitStack() as stack:
+        checked = stack.enter_context(read_stored(backup))
+        source = checked
+        if backup.encryption:
+            source = stack.enter_context(contextlib.closing(
+                encryption.decrypting(checked, archive_name=backup.file_name)
+            ))
+        yield _EndsChecked(decompressor(source, backup.compression), checked)
+
+
+def stored_digest(name: str) -> tuple[str, int]:
     """Return the SHA-256 and size of a stored file, read in one streaming pass."""
     sha256, size = hashlib.sha256(), 0
-    with backup_storage().open(name, "rb") as handle:
+    with contextlib.closing(open_stored(name)) as handle:
         for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
             sha256.update(chunk)
             size += len(chunk)
     return sha256.hexdigest(), size
 
 
-def passes_through_link(name: str) -> bool:
-    """Return whether a storage name is, or lies under, a symbolic link (never, off a local storage).
+class _Prepended:
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self.head, self.rest = head, rest
 
-    Whoever can write to the storage can plant links; following one would read or delete files
-    outside it, and a link to a parent directory would make a recursive listing endless.
-    """
-    path = local_path("")
-    if not path:
-        return False
-    for part in PurePosixPath(name).parts:
-        path = os.path.join(path, part)
-        if os.path.islink(path):
-            return True
-    return False
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data = self.head if size < 0 else self.head[:size]
+            self.head = self.head[len(data):]
+            return data
+        return self.rest.read(size)
 
 
-def delete(name: str) -> bool:
-    """Delete a stored file if it exists and no symbolic link leads to it; return whether it did."""
-    storage = backup_storage()
-    if name and not passes_through_link(name) and storage.exists(name):
-        storage.delete(name)
-        return True
-    return False
+def peek(name: str, *, decrypt: bool) -> tuple[str, bytes]:
+    """Return the compression of a stored archive and the first bytes of its plain content (import)."""
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(contextlib.closing(open_stored(name)))
+        source = stack.enter_context(contextlib.closing(encryption.decrypting(raw, archive_name=name))) if decrypt else raw
+        head = _read_up_to(source, 16)
+        compression = detect_compression(head)
+        return compression, _read_up_to(decompressor(_Prepended(head, source), compression), 64)
 
 
-def list_names() -> list[str]:
-    """Return every file name in the storage, recursively, relative to its root; symbolic links are left out."""
-    storage = backup_storage()
-    names, pending = [], [""]
-    while pending:
-        directory = pending.pop()
-        try:
-            subdirectories, files = storage.listdir(directory)
-        except FileNotFoundError:
-            continue
-        names += _not_links(directory, files)
-        pending += _not_links(directory, subdirectories)
-    return sorted(names)
-
-
-def _not_links(directory: str, entries: list[str]) -> list[str]:
-    names = [str(PurePosixPath(directory, entry)) if directory else entry for entry in entries]
-    root = local_path("")
-    if not root:
-        return names
-    # The listing never enters a linked directory, so only the entry itself can be a link.
-    return [name for name in names if not os.path.islink(os.path.join(root, name))]
-
-
-def storage_name(path: str) -> str:
-    """Return the storage name of a user-given path, which must lie inside the backup storage."""
-    storage = backup_storage()
-    root = local_path("")
-    if root and os.path.isabs(path):
-        resolved = os.path.realpath(path)
-        root = os.path.realpath(root)
-        if os.path.commonpath([resolved, root]) != root:
-            raise BackupError(
-                _("%(path)s is outside the backup storage %(root)s; copy the file there first.")
-                % {"path": path, "root": root}
-            )
-        path = os.path.relpath(resolved, root)
-    parts = PurePosixPath(path).parts
-    if not parts or ".." in parts or PurePosixPath(path).is_absolute():
-        raise BackupError(_("%(path)s is not a file name inside the backup storage.") % {"path": path})
-    if passes_through_link(path):
-        raise BackupError(
-            _("%(path)s is a symbolic link or lies under one; copy the file itself into the backup storage.")
-            % {"path": path}
-        )
-    if not storage.exists(path):
-        raise BackupError(_("There is no file %(path)s in the backup storage.") % {"path": path})
-    return str(PurePosixPath(path))
+def stored_header(name: str) -> bytes:
+    """Return the first bytes of a stored file as stored (to recognise an encrypted archive)."""
+    with contextlib.closing(open_stored(name)) as raw:
+        return _read_up_to(raw, 64)

@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_DRILL_SCHEDULE": "",
     "BACKUP_DRILL_AFTER_BACKUP": False,
     "BACKUP_DRILL_MAX_AGE_DAYS": 0,
+    # On S3: the admin's download redirects to a presigned URL (5 minutes) instead of streaming through the app.
+    "BACKUP_S3_PRESIGNED_DOWNLOADS": False,
     # age public keys (age1..., separated by commas or spaces) that new archives are encrypted to; empty: none.
     "BACKUP_AGE_RECIPIENTS": "",
     # The file of age private keys (AGE-SECRET-KEY-1... lines) that restore, deep verify and table listing

@@ -32,6 +32,11 @@ class DrillResult(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
+class Encryption(models.TextChoices):
+    NONE = "", _("none")
+    AGE = "age", _("age")
+
+
 class BackupPhase(models.TextChoices):
     WAITING = "waiting", _("waiting for another backup or restore of the database to finish")
     DUMPING = "dumping", _("dumping, compressing and writing the archive")
@@ -60,6 +65,8 @@ class BackupJob(models.Model):
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     compression = models.CharField(_("compression"), max_length=8, choices=Compression.choices)
+    # The archive is encrypted to the age recipients its manifest lists; the checksum is of the stored bytes.
+    encryption = models.CharField(_("encryption"), max_length=8, choices=Encryption.choices, blank=True, default="")
     file_name = models.CharField(_("file name"), max_length=255, blank=True, db_index=True)
     size_bytes = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
     bytes_written = models.BigIntegerField(_("bytes written so far"), default=0)

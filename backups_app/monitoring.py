@@ -27,7 +27,6 @@ from enum import IntEnum
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.files.base import ContentFile
 from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -66,6 +65,8 @@ DRILL_FAILED = "drill_failed"
 NOT_DRILLED = "not_drilled"
 
 PROBE_CACHE_SECONDS = 60
+# Free space means nothing on S3: a small object is written and deleted instead, at most this often.
+OBJECT_STORE_PROBE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -217,12 +218,12 @@ def check_health(*, fail_dead: bool = False, light: bool = False) -> HealthRepor
     return report
 
 
-def _probe(key: str, probe, *, cached: bool) -> str:
+def _probe(key: str, probe, *, cached: bool, seconds: int = PROBE_CACHE_SECONDS) -> str:
     """Return what `probe()` returns (a problem, or ""), from the cache when `cached` and fresh enough."""
     if cached and (result := cache.get(key)) is not None:
         return result
     result = probe()
-    cache.set(key, result, PROBE_CACHE_SECONDS)
+    cache.set(key, result, seconds)
     return result
 
 
@@ -326,8 +327,11 @@ def _interrupted_jobs() -> list[BackupJob]:
 
 def _storage_problems(states, *, light: bool = False) -> list[Problem]:
     root = archives.local_path("")
-    if light:
-        where = hashlib.sha256(str(root or settings.STORAGES["backups"]).encode()).hexdigest()[:16]
+    where = hashlib.sha256(str(root or settings.STORAGES["backups"]).encode()).hexdigest()[:16]
+    if root is None:  # object storage: writing and deleting a small object is the only test, cached
+        reason = _probe(f"backups_app.health.storage.{where}", _storage_write_problem, cached=True,
+                        seconds=OBJECT_STORE_PROBE_SECONDS)
+    elif light:
         reason = _probe(f"backups_app.health.storage.{where}", lambda: _storage_permission_problem(root), cached=True)
     else:
         reason = _storage_write_problem()
@@ -346,25 +350,19 @@ def _storage_problems(states, *, light: bool = False) -> list[Problem]:
 
 
 def _storage_write_problem() -> str:
-    """Write and delete a file in the backup storage; return why that failed, or ""."""
-    storage = archives.backup_storage()
+    """Write and delete a small file in the backup storage, as archives are written; return why that failed, or ""."""
     probe = f".health-check-{uuid.uuid4().hex}"
     try:
-        saved = storage.save(probe, ContentFile(b"ok"))
-        storage.delete(saved)
+        with archives.stored(probe) as handle:
+            handle.write(b"ok")
+        archives.delete(probe)
     except Exception as exc:  # noqa: BLE001  (OSError, a storage backend's own errors: all mean "not writable")
         return _first_line(exc)
     return ""
 
 
-def _storage_permission_problem(root: str | None) -> str:
-    """Return why this process could not write to the backup storage, or "", without writing anything."""
-    if root is None:  # not a local storage: reaching it is all that can be checked without writing
-        try:
-            archives.backup_storage().exists("")
-        except Exception as exc:  # noqa: BLE001  (a storage backend's own errors)
-            return _first_line(exc)
-        return ""
+def _storage_permission_problem(root: str) -> str:
+    """Return why this process could not write to the local backup storage, or "", without writing anything."""
     existing = nearest_existing(root)  # a missing storage directory is made by the first backup, in there
     if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
         return ""

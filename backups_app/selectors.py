@@ -136,6 +136,7 @@ def backup_to_dict(job: BackupJob) -> dict:
         "finished": iso(job.finished_at),
         "size": job.size_bytes,
         "compression": job.compression,
+        "encryption": job.encryption or None,
         "checksum": job.checksum_sha256 or None,
         "file_name": job.file_name or None,
         "server_version": job.server_version or None,

@@ -33,6 +33,7 @@ def archive_response(job: BackupJob, archive: BinaryIO) -> FileResponse:
         archive, as_attachment=True, filename=os.path.basename(job.file_name), content_type="application/octet-stream"
     )
     response.block_size = archives.CHUNK_SIZE
+    response["Content-Length"] = job.size_bytes  # the archive is a stream, not a file FileResponse can measure
     response["X-Checksum-SHA256"] = job.checksum_sha256
     response["Repr-Digest"] = "sha-256=:%s:" % base64.b64encode(bytes.fromhex(job.checksum_sha256)).decode()
     return response

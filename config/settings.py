@@ -142,21 +142,61 @@ BACKUP_AGE_RECIPIENTS = env("BACKUP_AGE_RECIPIENTS", default=_defaults["BACKUP_A
 # The private keys that decrypt them, needed only where backups are restored; keep it off the backup storage.
 BACKUP_AGE_IDENTITY_FILE = env("BACKUP_AGE_IDENTITY_FILE", default=_defaults["BACKUP_AGE_IDENTITY_FILE"])
 
-# Where archives are written: only the location of the `backups` storage below, never a setting of its own.
-_backup_directory = project_path("BACKUP_DIRECTORY", "backups")
+# Where archives are written: the `backups` storage below, never a setting of its own in the app.
+# BACKUP_STORAGE_URL: file:///path (a directory) or s3://BUCKET/PREFIX (boto3 reads AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY itself: no secret is kept in the settings). Unset: the directory BACKUP_DIRECTORY
+# (default: backups/ in the project).
+BACKUP_STORAGE_URL = env("BACKUP_STORAGE_URL", default="")
+if BACKUP_STORAGE_URL.startswith("s3://"):
+    from botocore.config import Config as BotoConfig  # only here: boto3 costs start-up time and memory
 
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "backups": {
+    _bucket, _, _prefix = BACKUP_STORAGE_URL.removeprefix("s3://").partition("/")
+    # when_supported: boto3's default, CRC32 checksums on every request; when_required: only where the API
+    # demands one, for S3-compatible servers that reject the newer checksum headers.
+    BACKUP_S3_CHECKSUMS = env("BACKUP_S3_CHECKSUMS", default="when_supported")
+    if not _bucket or BACKUP_S3_CHECKSUMS not in ("when_supported", "when_required"):
+        raise ImproperlyConfigured(
+            f"BACKUP_STORAGE_URL {BACKUP_STORAGE_URL!r} needs a bucket (s3://BUCKET/PREFIX) and BACKUP_S3_CHECKSUMS "
+            "must be when_supported or when_required."
+        )
+    _backups_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _bucket,
+            "location": _prefix.strip("/"),
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default=None),
+            "region_name": env("AWS_DEFAULT_REGION", default=None),
+            "default_acl": None,
+            "file_overwrite": True,
+            "client_config": BotoConfig(
+                request_checksum_calculation=BACKUP_S3_CHECKSUMS,
+                response_checksum_validation=BACKUP_S3_CHECKSUMS,
+                retries={"mode": "standard"},
+            ),
+        },
+    }
+elif BACKUP_STORAGE_URL.startswith("file://") or not BACKUP_STORAGE_URL:
+    _backups_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
-            "location": str(_backup_directory),
+            "location": BACKUP_STORAGE_URL.removeprefix("file://") or str(project_path("BACKUP_DIRECTORY", "backups")),
             "base_url": None,
             "file_permissions_mode": 0o600,
             "directory_permissions_mode": 0o700,
         },
-    },
+    }
+else:
+    raise ImproperlyConfigured(
+        f"BACKUP_STORAGE_URL is {BACKUP_STORAGE_URL!r}; use file:///PATH or s3://BUCKET/PREFIX."
+    )
+# Whether the admin's download sends the browser to a presigned S3 URL (valid 5 minutes) instead of
+# passing the archive through the application.
+BACKUP_S3_PRESIGNED_DOWNLOADS = env.bool("BACKUP_S3_PRESIGNED_DOWNLOADS", default=_defaults["BACKUP_S3_PRESIGNED_DOWNLOADS"])
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "backups": _backups_storage,
 }
 
 # The HTTP API (backups_app.api) ---------------------------------------------------------------

@@ -3,9 +3,11 @@ import gzip
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,88 @@ def browser_type_launch_args(browser_type_launch_args):
         "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     }
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real local S3 server (moto_server, in memory) for this run, stopped by its PID at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def listening():
+            with socket.socket() as client:
+                return client.connect_ex(("127.0.0.1", port)) == 0
+        wait_for(listening, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+class S3Bucket:
+    """A bucket of the local S3 server that the backup storage writes to, under `prefix`."""
+
+    def __init__(self, endpoint: str, name: str, prefix: str):
+        import boto3
+
+        self.endpoint, self.name, self.prefix = endpoint, name, prefix
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+
+    def keys(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def uploads(self) -> list[dict]:
+        return self.client.list_multipart_uploads(Bucket=self.name).get("Uploads", [])
+
+    def read(self, name: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=f"{self.prefix}/{name}")["Body"].read()
+
+    def remove(self) -> None:
+        for upload in self.uploads():
+            self.client.abort_multipart_upload(Bucket=self.name, Key=upload["Key"], UploadId=upload["UploadId"])
+        for key in self.keys():
+            self.client.delete_object(Bucket=self.name, Key=key)
+        self.client.delete_bucket(Bucket=self.name)
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, settings, monkeypatch):
+    """Point the backup storage at a new bucket of the local S3 server (as BACKUP_STORAGE_URL=s3://... does);
+    the bucket is removed after the test."""
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    bucket = S3Bucket(s3_server, f"backups-{settings.RUN_ID}-{uuid.uuid4().hex[:8]}", "archives")
+    bucket.client.create_bucket(Bucket=bucket.name)
+    from botocore.config import Config
+
+    storages = copy.deepcopy(settings.STORAGES)
+    storages["backups"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket.name, "location": bucket.prefix, "endpoint_url": s3_server,
+        "region_name": "us-east-1", "default_acl": None,
+        "client_config": Config(request_checksum_calculation="when_supported",
+                                response_checksum_validation="when_supported"),
+    }}
+    settings.STORAGES = storages
+    yield bucket
+    bucket.remove()
+
+
+def s3_env(bucket: S3Bucket) -> dict[str, str]:
+    """The environment that points a manage.py child at a test's bucket (with child_env)."""
+    return {**S3_CREDENTIALS, "BACKUP_STORAGE_URL": f"s3://{bucket.name}/{bucket.prefix}",
+            "AWS_S3_ENDPOINT_URL": bucket.endpoint}

@@ -40,6 +40,8 @@ DATABASE_ROUTERS = ["tests.routers.TargetIsNotMigrated"]
 
 # Child processes started by a test (manage.py, cron) get the test's databases and storage through
 # TEST_DATABASE_URL, TEST_TARGET_NAME, TEST_SQLITE_PATH and TEST_BACKUP_DIRECTORY: see tests.conftest.child_env.
-STORAGES["backups"]["OPTIONS"]["location"] = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")  # noqa: F405
+# A child given BACKUP_STORAGE_URL=s3://... (tests.conftest.s3_env) keeps that bucket.
+if not BACKUP_STORAGE_URL.startswith("s3://"):  # noqa: F405
+    STORAGES["backups"]["OPTIONS"]["location"] = os.environ.get("TEST_BACKUP_DIRECTORY", f"{_scratch}/backups")  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}

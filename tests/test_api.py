@@ -196,7 +196,7 @@ def test_verify_reports_intact_and_damaged_and_logs_like_the_admin(make_client, 
     _older, newer, _restore = backups
     client = make_client("viewer", "view_backupjob")
     assert client.post(f"/api/backups/{newer.pk}/verify/").json() == {
-        "id": newer.pk, "ok": True, "problem": None, "signature": "valid", "trusted": True}
+        "id": newer.pk, "ok": True, "problem": None, "note": None, "signature": "valid", "trusted": True}
     with open(backup_dir / newer.file_name, "r+b") as archive:
         archive.seek(10)
         archive.write(b"\x00\x01\x02")

@@ -39,7 +39,7 @@ class BackupJobAdmin(BackupConsoleViews, admin.ModelAdmin):
         (None, {"fields": ["status_badge", "database", "engine", "trigger", "description", "requested_by_name",
                            "live_phase", "error_text", "warning"]}),
         (gettext_lazy("Timing"), {"fields": ["created_at", "started", "finished", "duration"]}),
-        (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "size", "bytes_written_text",
+        (gettext_lazy("Archive"), {"fields": ["live_file_name", "compression", "encryption", "size", "bytes_written_text",
                                               "checksum", "trusted", "server_version", "tool_version"]}),
         (gettext_lazy("Process"), {"fields": ["hostname", "pid"]}),
         (gettext_lazy("Restore drill"), {"fields": ["last_drill_text", "drill_tables", "drill_history"]}),

@@ -123,10 +123,13 @@ class BackupConsoleViews:
             raise PermissionDenied
         job = self.get_job_or_404(request, object_id)
         try:
-            archive = services.open_backup(backup=job, acting_user=request.user)
+            presigned = services.download_url(backup=job, acting_user=request.user)
+            archive = None if presigned else services.open_backup(backup=job, acting_user=request.user)
         except BackupError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(self.url("change", job.pk))
+        if presigned:
+            return HttpResponseRedirect(presigned)
         return archive_response(job, archive)
 
     def verify_view(self, request, object_id):
@@ -139,7 +142,12 @@ class BackupConsoleViews:
 
     def verify_and_report(self, request, job):
         result = services.verify_backup(backup=job, acting_user=request.user)
-        if result.ok:
+        if result.ok and result.note:
+            self.message_user(
+                request, _("Backup #%(id)s matches its SHA-256 checksum. %(note)s") % {"id": job.pk, "note": result.note},
+                messages.WARNING,
+            )
+        elif result.ok:
             self.message_user(
                 request,
                 _("Backup #%(id)s is intact: its archive matches its SHA-256 checksum and reads through.") % {"id": job.pk},

@@ -59,7 +59,8 @@ class BackupRecord(serializers.Serializer):
     finished = serializers.DateTimeField(allow_null=True)
     size = serializers.IntegerField(allow_null=True)
     compression = serializers.ChoiceField(Compression.choices)
-    checksum = serializers.CharField(allow_null=True, help_text=_("SHA-256 of the archive, hex."))
+    encryption = serializers.ChoiceField([("age", "age")], allow_null=True, help_text=_("null: not encrypted."))
+    checksum = serializers.CharField(allow_null=True, help_text=_("SHA-256 of the archive as stored (encrypted), hex."))
     file_name = serializers.CharField(allow_null=True)
     server_version = serializers.CharField(allow_null=True)
     tool_version = serializers.CharField(allow_null=True)
@@ -96,6 +97,9 @@ class Verification(serializers.Serializer):
     id = serializers.IntegerField()
     ok = serializers.BooleanField()
     problem = serializers.CharField(allow_null=True)
+    note = serializers.CharField(
+        allow_null=True, help_text=_("What was not checked: the content of an encrypted archive without its key here.")
+    )
     signature = serializers.ChoiceField(archives.Signature.choices)
     trusted = serializers.BooleanField()
 

@@ -1,4 +1,4 @@
-"""Create a backup: dump, compress and hash in one streaming pass, then the manifest."""
+"""Create a backup: dump, compress, encrypt and hash in one streaming pass (archives), then the manifest."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .. import archives, notifications
+from .. import archives, encryption, notifications
 from ..conf import setting
 from ..engines import CHUNK_SIZE, Engine, get_engine
 from ..errors import BackupError
-from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger
+from ..models import BackupJob, BackupPhase, BackupStatus, BackupTrigger, Encryption
 from .common import _process_fields, _user_fields, database_lock, mark_failed, set_phase
 
 logger = logging.getLogger(__name__)
@@ -23,11 +23,14 @@ PROGRESS_INTERVAL = 2.0  # seconds between two updates of a running job's bytes_
 
 def _archive_name(job: BackupJob, engine: Engine) -> str:
     stamp = job.started_at.strftime("%Y%m%d-%H%M%S")
-    return f"{job.database}/{job.database}-{stamp}-{job.pk}.{engine.suffix}{archives.SUFFIXES[job.compression]}"
+    suffix = archives.archive_suffix(job.compression, job.encryption)
+    return f"{job.database}/{job.database}-{stamp}-{job.pk}.{engine.suffix}{suffix}"
 
 
 def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
-    """Dump, compress and hash in one streaming pass; the caller holds the database's lock."""
+    """Dump, compress, encrypt and hash in one streaming pass; the caller holds the database's lock."""
+    recipients = encryption.recipients()  # a bad key is refused before anything starts
+    job.encryption = Encryption.AGE if recipients else Encryption.NONE
     job.status = BackupStatus.RUNNING
     job.engine = engine.name
     job.phase = BackupPhase.DUMPING
@@ -46,7 +49,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
         info = engine.describe()
         job.server_version, job.tool_version = info.server_version, info.tool_version
         job.save(update_fields=["server_version", "tool_version"])
-        with archives.write_archive(job.file_name, job.compression) as (writer, counter):
+        with archives.write_archive(job.file_name, job.compression, recipients=recipients) as (writer, counter):
             with engine.dump() as stream:
                 last_report = time.monotonic()
                 for chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
@@ -60,7 +63,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
         job.size_bytes = job.bytes_written = counter.size
         job.checksum_sha256 = counter.sha256.hexdigest()
         job.finished_at = timezone.now()
-        archives.write_manifest(job.file_name, _manifest(job))
+        archives.write_manifest(job.file_name, _manifest(job, recipients=recipients))
     except BackupError as exc:
         mark_failed(job, str(exc))
         archives.delete(job.file_name)
@@ -68,7 +71,7 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             reason = _(
-                "The backup storage is full (%(reason)s); free some space (backup_cleanup) or move BACKUP_DIRECTORY."
+                "The backup storage is full (%(reason)s); free some space (backup_cleanup) or move BACKUP_STORAGE_URL."
             ) % {"reason": exc.strerror}
         else:
             reason = _("Writing the archive failed: %(reason)s.") % {"reason": exc}
@@ -84,7 +87,8 @@ def _run_backup(engine: Engine, job: BackupJob) -> BackupJob:
     return job
 
 
-def _manifest(job: BackupJob) -> dict:
+def _manifest(job: BackupJob, *, recipients: list[str]) -> dict:
+    """Describe an archive; its sha256 is that of the stored (encrypted) bytes, checked without any key."""
     return {
         "id": job.pk,
         "database": job.database,
@@ -97,7 +101,9 @@ def _manifest(job: BackupJob) -> dict:
         "size": job.size_bytes,
         "sha256": job.checksum_sha256,
         "compression": job.compression,
-        "archive_format": f"{job.engine}{archives.SUFFIXES[job.compression]}",
+        "archive_format": f"{job.engine}{archives.archive_suffix(job.compression, job.encryption)}",
+        "encryption": job.encryption or None,
+        "recipients": list(recipients),  # public keys only: whoever holds one of their identities can read it
         "server_version": job.server_version,
         "tool_version": job.tool_version,
     }

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 
 from .. import archives
 from ..conf import setting
-from ..engines import CHUNK_SIZE, engine_class, engine_for_archive
+from ..engines import CHUNK_SIZE, RereadableHead, engine_class, engine_for_archive
 from ..errors import BackupError
 from ..models import USABLE_STATUSES, BackupJob, BackupStatus, Restore
 from .restore_swap import drop_kept_database, expired_kept_databases, kept_databases, kept_databases_size
@@ -41,9 +41,9 @@ MAX_RETENTION_DAYS = 36500
 
 def checksum_problem(job: BackupJob) -> str:
     """Return what is wrong with a backup's archive file (missing, checksum), or "" when it is intact."""
-    if not job.file_name or not archives.backup_storage().exists(job.file_name):
+    if not archives.exists(job.file_name):
         return _("its archive %(name)s is missing from the backup storage.") % {"name": job.file_name}
-    digest, size = archives.checksum(job.file_name)
+    digest, size = archives.stored_digest(job.file_name)
     if digest != job.checksum_sha256 or size != job.size_bytes:
         return _("its archive %(name)s does not match its checksum (corrupted or changed since the backup).") % {
             "name": job.file_name
@@ -51,31 +51,40 @@ def checksum_problem(job: BackupJob) -> str:
     return ""
 
 
-def _verify_archive(job: BackupJob) -> str:
-    """Return what is wrong with a backup's archive, or "" when it is intact and reads to its end.
+def _verify_archive(job: BackupJob) -> tuple[str, str]:
+    """Return (what is wrong with a backup's archive or "", a note on what could not be checked or "").
 
-    An archive imported without a manifest has a checksum made from the file as it was found, so the
-    checksum alone cannot tell a truncated archive: the dump itself is read through, as a restore would.
+    One pass over the stored bytes: hashed, decrypted, decompressed and read through by the engine as a
+    restore would (an archive imported without a manifest has a checksum of the file as it was found,
+    so the checksum alone cannot tell a truncated one). An encrypted archive whose identity is not here
+    is checked by its checksum only, and the note says so.
     """
-    problem = checksum_problem(job)
-    if problem:
-        return problem
-    storage = archives.backup_storage()
+    if not archives.exists(job.file_name):
+        return _("its archive %(name)s is missing from the backup storage.") % {"name": job.file_name}, ""
+    header = None
     try:
-        with storage.open(job.file_name, "rb") as raw:
-            header = archives.decompressor(raw, job.compression).read(64)
-        if engine_for_archive(header) != job.engine:
-            return _("its archive %(name)s is not a %(engine)s archive.") % {"name": job.file_name, "engine": job.engine}
-        with storage.open(job.file_name, "rb") as raw:
-            stream = archives.decompressor(raw, job.compression)
-            engine_class(job.engine).check_archive(stream)
+        with archives.read_archive(job) as stream:
+            head = RereadableHead(stream)
+            header = head.reader(keep=True).read(64)  # an age identity that is missing or wrong fails here
+            if engine_for_archive(header) != job.engine:
+                return _("its archive %(name)s is not a %(engine)s archive.") % {
+                    "name": job.file_name, "engine": job.engine}, ""
+            engine_class(job.engine).check_archive(head.reader(keep=False))
             for _chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
-                pass  # bytes after the dump's end must decompress too, up to the end of the compressed stream
+                pass  # bytes after the dump's end must decompress too, up to the end of the stored stream
+    except archives.ChecksumMismatch:
+        return checksum_problem(job), ""
     except BackupError as exc:
-        return _("its archive %(name)s does not read through: %(reason)s") % {"name": job.file_name, "reason": exc}
+        # Reading stopped before the end, where the checksum is known: a changed archive is named as such.
+        if job.encryption and header is None:
+            return checksum_problem(job), _("Only the checksum was checked, not the content: %(reason)s") % {
+                "reason": exc}
+        return checksum_problem(job) or _("its archive %(name)s does not read through: %(reason)s") % {
+            "name": job.file_name, "reason": exc}, ""
     except Exception as exc:  # noqa: BLE001  (any decoder error means the same thing to the user)
-        return _("its archive %(name)s cannot be decompressed (%(reason)s).") % {"name": job.file_name, "reason": exc}
-    return ""
+        return checksum_problem(job) or _("its archive %(name)s cannot be decompressed (%(reason)s).") % {
+            "name": job.file_name, "reason": exc}, ""
+    return "", ""
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,12 @@ class VerifyResult:
     ok: bool
     problem: str
     signature: archives.Signature  # of the manifest in the storage now
+    note: str = ""  # what could not be checked (an encrypted archive without its identity here)
 
     def to_dict(self) -> dict:
         """The JSON shape of a verification (backup_verify --json, the API)."""
-        return {"id": self.backup.pk, "ok": self.ok, "problem": self.problem or None, "signature": self.signature,
-                "trusted": self.backup.trusted}
+        return {"id": self.backup.pk, "ok": self.ok, "problem": self.problem or None, "note": self.note or None,
+                "signature": self.signature, "trusted": self.backup.trusted}
 
 
 def manifest_signature_state(job: BackupJob) -> archives.Signature:
@@ -105,15 +115,17 @@ def verify_backup(*, backup: BackupJob | int, acting_user=None) -> VerifyResult:
     backup = get_backup(backup)
     signature = manifest_signature_state(backup)
     if not backup.is_usable:
-        problem = _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}
+        problem, note = _("the backup is %(status)s.") % {"status": backup.get_status_display().lower()}, ""
     else:
-        problem = _verify_archive(backup)
+        problem, note = _verify_archive(backup)
     if problem:
         message = _("Verification failed: %(problem)s") % {"problem": problem}
+    elif note:
+        message = _("Verified the checksum only: %(note)s") % {"note": note}
     else:
         message = _("Verified: the archive matches its checksum and reads through.")
     log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=message)
-    return VerifyResult(backup, not problem, problem, signature)
+    return VerifyResult(backup, not problem, problem, signature, note)
 
 
 def archive_tables(*, backup: BackupJob | int) -> list[str]:
@@ -121,14 +133,8 @@ def archive_tables(*, backup: BackupJob | int) -> list[str]:
     backup = get_backup(backup)
     if not backup.is_usable:
         raise BackupError(_("Backup #%(id)s has no archive.") % {"id": backup.pk})
-    engine = engine_class(backup.engine)
-    try:
-        with archives.backup_storage().open(backup.file_name, "rb") as raw:
-            return engine.archive_tables(archives.decompressor(raw, backup.compression))
-    except FileNotFoundError as exc:
-        raise BackupError(
-            _("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}
-        ) from exc
+    with archives.read_archive(backup) as stream:
+        return engine_class(backup.engine).archive_tables(stream)
 
 
 def delete_backup(*, backup: BackupJob | int, acting_user=None) -> None:
@@ -220,19 +226,13 @@ def plan_cleanup(
     usable = BackupJob.objects.filter(status__in=USABLE_STATUSES, created_at__lt=cutoff)
     expired = [job for job in usable if job.pk not in keep]
     failed = list(BackupJob.objects.filter(status=BackupStatus.FAILED, created_at__lt=cutoff))
-    active = {archives.partial_name(name) for name in running_jobs().values_list("file_name", flat=True)}
-    leftovers = [
-        name
-        for name in archives.list_names()
-        if os.path.basename(name).startswith(archives.PARTIAL_PREFIX)
-        and name.endswith(archives.PARTIAL_SUFFIX)
-        and name not in active
-    ]
+    leftovers = archives.leftovers(set(running_jobs().values_list("file_name", flat=True)))
     storage = archives.backup_storage()
     freed = sum(job.size_bytes or 0 for job in expired)
-    freed += sum(storage.size(job.file_name) for job in failed if job.file_name and storage.exists(job.file_name))
-    freed += sum(storage.size(name) for name in leftovers)
-    return CleanupPlan(expired, failed, leftovers, freed, retention.kept_backups(reasons), expired_kept_databases())
+    freed += sum(storage.size(job.file_name) for job in failed if archives.exists(job.file_name))
+    freed += sum(size for _name, size in leftovers)
+    return CleanupPlan(expired, failed, [name for name, _size in leftovers], freed, retention.kept_backups(reasons),
+                       expired_kept_databases())
 
 
 def cleanup_backups(
@@ -261,7 +261,7 @@ def cleanup_backups(
         except BackupError:
             kept.add(job.pk)
     for name in plan.leftovers:
-        archives.delete(name)
+        archives.remove_leftover(name)
     from .drills import drop_leftover_scratch_databases  # drills reads the catalog through this module
 
     for name in drop_leftover_scratch_databases():
@@ -284,21 +284,30 @@ def cleanup_backups(
 
 
 def open_backup(*, backup: BackupJob | int, acting_user=None) -> BinaryIO:
-    """Open a completed backup's archive for reading (a download); the caller closes it."""
+    """Open a completed backup's archive as stored (a download), checked against its SHA-256 at its end;
+    the caller closes it."""
     backup = get_backup(backup)
     if not backup.is_usable:
         raise BackupError(
             _("Backup #%(id)s is %(status)s and has no archive to download.")
             % {"id": backup.pk, "status": backup.get_status_display().lower()}
         )
-    try:
-        archive = archives.backup_storage().open(backup.file_name, "rb")
-    except FileNotFoundError as exc:
-        raise BackupError(
-            _("The archive of backup #%(id)s is missing from the backup storage.") % {"id": backup.pk}
-        ) from exc
+    archive = archives.read_stored(backup)
     log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE, message=_("Downloaded the archive."))
     return archive
+
+
+def download_url(*, backup: BackupJob | int, acting_user=None) -> str | None:
+    """Return a short-lived presigned URL of a completed backup's archive when the storage is S3 and
+    BACKUP_S3_PRESIGNED_DOWNLOADS is on; else None (the caller streams open_backup())."""
+    backup = get_backup(backup)
+    if not setting("BACKUP_S3_PRESIGNED_DOWNLOADS") or not backup.is_usable:
+        return None
+    url = archives.download_url(backup.file_name, os.path.basename(backup.file_name))
+    if url:
+        log_action(acting_user=acting_user, objects=[backup], action_flag=CHANGE,
+                   message=_("Downloaded the archive (presigned S3 URL)."))
+    return url
 
 
 def backup_stats() -> dict:

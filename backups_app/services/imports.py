@@ -11,10 +11,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
-from .. import archives
-from ..engines import engine_for_archive
+from .. import archives, encryption
+from ..engines import ENGINES, engine_for_archive
 from ..errors import BackupError
-from ..models import BackupJob, BackupStatus, BackupTrigger
+from ..models import BackupJob, BackupStatus, BackupTrigger, Compression, Encryption
 from .backup import _manifest
 from .common import _user_fields
 
@@ -76,22 +76,17 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         raise BackupError(
             _("%(name)s is already in the catalog as backup #%(id)s.") % {"name": name, "id": existing.pk}
         )
-    digest, size = archives.checksum(name)
+    digest, size = archives.stored_digest(name)
     manifest_name = name + archives.MANIFEST_SUFFIX
-    manifest = archives.read_manifest(manifest_name) if archives.backup_storage().exists(manifest_name) else {}
+    manifest = archives.read_manifest(manifest_name) if archives.exists(manifest_name) else {}
     checked = _checked_manifest(manifest, manifest_name)
     if manifest and (manifest.get("sha256") != digest or manifest.get("size") != size):
         raise BackupError(
             _("%(name)s does not match its manifest's checksum; the archive or the manifest was changed.")
             % {"name": name}
         )
-    with archives.backup_storage().open(name, "rb") as raw:
-        header = raw.read(16)
-        compression = archives.detect_compression(header)
-        raw.seek(0)
-        engine = engine_for_archive(archives.decompressor(raw, compression).read(64))
-    if engine is None:
-        raise BackupError(_("%(name)s is not a PostgreSQL, SQLite, MariaDB or MySQL backup archive.") % {"name": name})
+    encrypted = encryption.is_encrypted(archives.stored_header(name))
+    engine, compression = _engine_and_compression(name, manifest, encrypted)
     job = BackupJob(
         database=database or manifest.get("database") or "default",
         engine=engine,
@@ -99,6 +94,7 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         trigger=manifest.get("trigger") if manifest.get("trigger") in BackupTrigger.values else BackupTrigger.MANUAL,
         description=str(manifest.get("description") or _("Imported from %(name)s") % {"name": name})[:255],
         compression=compression,
+        encryption=Encryption.AGE if encrypted else Encryption.NONE,
         file_name=name,
         size_bytes=size,
         bytes_written=size,
@@ -123,8 +119,30 @@ def import_archive(*, path: str, database: str | None = None, acting_user=None) 
         BackupJob.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)
     job.refresh_from_db()
     if not manifest:
-        archives.write_manifest(name, _manifest(job), signed=False)  # the app did not make this archive
+        archives.write_manifest(name, _manifest(job, recipients=[]), signed=False)  # the app did not make this archive
     return job
+
+
+def _engine_and_compression(name: str, manifest: dict, encrypted: bool) -> tuple[str, str]:
+    """Read an archive's engine and compression from its first bytes; those of an encrypted archive from its
+    manifest, when there is no identity here to decrypt it."""
+    try:
+        compression, header = archives.peek(name, decrypt=encrypted)
+    except BackupError as exc:
+        if not encrypted:
+            raise
+        engine, compression = manifest.get("engine"), manifest.get("compression")
+        if engine not in ENGINES or compression not in Compression.values:
+            raise BackupError(
+                _("%(name)s is encrypted and its manifest does not say its engine and compression, and it cannot be "
+                  "decrypted here (%(reason)s); set BACKUP_AGE_IDENTITY_FILE and import it again.")
+                % {"name": name, "reason": exc}
+            ) from exc
+        return engine, compression
+    engine = engine_for_archive(header)
+    if engine is None:
+        raise BackupError(_("%(name)s is not a PostgreSQL, SQLite, MariaDB or MySQL backup archive.") % {"name": name})
+    return engine, compression
 
 
 def _move_ids_past_imported_ones() -> None:

@@ -188,8 +188,8 @@ def holds_the_catalog(engine: Engine) -> bool:
 
 def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: list[KeptTable]) -> None:
     """Refuse, before any safety backup is taken, an archive whose restore would erase the catalog."""
-    with archives.backup_storage().open(backup.file_name, "rb") as raw:
-        tables = {name.rsplit(".", 1)[-1] for name in engine.archive_tables(archives.decompressor(raw, backup.compression))}
+    with archives.read_archive(backup) as stream:
+        tables = {name.rsplit(".", 1)[-1] for name in engine.archive_tables(stream)}
     for table in keep:
         if table.name not in tables:
             raise BackupError(
@@ -200,9 +200,9 @@ def _check_archive_keeps_the_catalog(engine: Engine, backup: BackupJob, keep: li
 
 
 def _restore_archive(engine: Engine, backup: BackupJob, keep: list[KeptTable], terminate: bool) -> None:
-    with archives.backup_storage().open(backup.file_name, "rb") as raw:
+    with archives.read_archive(backup) as stream:
         engine.restore(
-            archives.decompressor(raw, backup.compression),
+            stream,
             keep=keep,
             lock_timeout=setting("BACKUP_LOCK_TIMEOUT"),
             terminate_sessions=terminate,

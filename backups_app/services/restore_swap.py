@@ -24,11 +24,9 @@ from ..models import BackupJob, Restore, RestorePhase, RestoreStatus, RestoreStr
 from .common import set_phase
 
 
-@contextlib.contextmanager
-def _open_plain_archive(backup: BackupJob) -> Iterator[BinaryIO]:
-    """Yield the backup's archive decompressed: the one place this module reads an archive."""
-    with archives.backup_storage().open(backup.file_name, "rb") as raw:
-        yield archives.decompressor(raw, backup.compression)
+def _open_plain_archive(backup: BackupJob):
+    """Return the backup's plain archive reader (decrypted, decompressed, SHA-256 checked at its end)."""
+    return archives.read_archive(backup)
 
 
 @contextlib.contextmanager

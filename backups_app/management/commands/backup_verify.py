@@ -29,6 +29,8 @@ class Command(BackupCommand):
                     self.stdout.write(self.style.ERROR(
                         _("Backup #%(id)s is damaged: %(problem)s") % {"id": result.backup.pk, "problem": result.problem}
                     ))
+                if result.note:
+                    self.stdout.write(self.style.WARNING("  " + result.note))
                 self.stdout.write(self.signature_line(result))
         damaged = [r for r in results if not r.ok]
         if damaged:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('backups_app', '0006_drills'),
+        ('backups_app', '0007_backup_encryption'),
     ]
 
     operations = [
