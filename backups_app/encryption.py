@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import io
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO

@@ -16,6 +16,8 @@ from .models import (
     BackupJob,
     BackupStatus,
     BackupTrigger,
+    Drill,
+    DrillStatus,
     Restore,
     RestoreStatus,
 )
@@ -70,8 +72,6 @@ def restores_in_progress() -> QuerySet[Restore]:
 
 def drills_in_progress() -> QuerySet:
     """Restore drills asked for or running: the backups they read must stay."""
-    from .models import Drill, DrillStatus
-
     return Drill.objects.filter(status__in=[DrillStatus.PENDING, DrillStatus.RUNNING])
 
 
@@ -149,10 +149,8 @@ def backup_to_dict(job: BackupJob) -> dict:
     }
 
 
-def latest_drill_per_database() -> dict[str, "Drill"]:
+def latest_drill_per_database() -> dict[str, Drill]:
     """Each database's newest finished restore drill (passed or failed), by when it finished."""
-    from .models import Drill, DrillStatus
-
     newest_first = Window(RowNumber(), partition_by=F("database"), order_by=[F("finished_at").desc(), F("id").desc()])
     drills = Drill.objects.filter(status__in=[DrillStatus.PASSED, DrillStatus.FAILED], finished_at__isnull=False)
     return {drill.database: drill for drill in drills.annotate(rank=newest_first).filter(rank=1)}
@@ -160,8 +158,6 @@ def latest_drill_per_database() -> dict[str, "Drill"]:
 
 def failures_by_kind() -> dict[tuple[str, str], int]:
     """How many failed backups, restores and drills the catalog holds, per (database, kind)."""
-    from .models import Drill, DrillStatus, RestoreStatus
-
     counts = {}
     for kind, model, failed in (("backup", BackupJob, BackupStatus.FAILED), ("restore", Restore, RestoreStatus.FAILED),
                                 ("drill", Drill, DrillStatus.FAILED)):

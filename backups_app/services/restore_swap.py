@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from datetime import timedelta
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import zstandard
 from django.utils import timezone
