@@ -94,8 +94,9 @@ def test_invalid_settings_stop_start_up_with_a_system_check_error(settings, name
 @pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True, databases=["default"])
 def test_restore_of_the_application_database_while_the_admin_is_used(admin_user):
-    """Requests made during the restore wait for its transaction and then see the restored data;
-    none fails, and the catalog and the restore record survive."""
+    """Requests made during an in-place restore wait for its transaction and then see the restored data;
+    none fails, and the catalog and the restore record survive. (A swap ends the sessions connected at the
+    swap moment: tests/test_restore_swap.py covers a client during a swap.)"""
     client = Client()
     client.force_login(admin_user)  # the session exists before the backup, so it survives the restore
     backup = services.create_backup(database="default", acting_user=admin_user)
@@ -111,7 +112,7 @@ def test_restore_of_the_application_database_while_the_admin_is_used(admin_user)
     user = threading.Thread(target=use_the_admin)
     user.start()
     try:
-        restore = services.restore_backup(backup=backup, acting_user=admin_user)
+        restore = services.restore_backup(backup=backup, acting_user=admin_user, strategy="in-place")
     finally:
         stop.set()
         user.join()
