@@ -735,6 +735,23 @@ def test_restore_into_new_refuses_an_existing_database_and_drops_only_its_own(sh
         engine.on_database(engine.database_name).drop_database()
 
 
+def test_restore_into_a_new_mariadb_database_copies_the_content(shop):
+    source = connections[shop].settings_dict["NAME"]
+    name = f"{source}_new_{os.getpid()}"
+    backup = services.create_backup(database=shop)
+    mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    try:
+        restore = services.restore_backup(backup=backup, into=name)
+        copy = fingerprint(name)
+    finally:
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    assert restore.status == RestoreStatus.COMPLETED, restore.error
+    assert {key: repr(value).replace(name, "<db>") for key, value in copy.items() if not key.startswith("event")} == {
+        key: repr(value).replace(source, "<db>") for key, value in fingerprint().items() if not key.startswith("event")}
+    events = [value[0] for key, value in copy.items() if key.startswith("event")]
+    assert events and set(events) == {"DISABLED"}  # a copy for inspection runs none of the events
+
+
 def test_cleanup_drops_the_mariadb_scratch_databases_that_killed_drills_left(shop):
     from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
 
