@@ -682,6 +682,20 @@ def test_a_mariadb_drill_passes_with_every_tables_exact_count(awkward_shop):
     assert backup.drill_result == DrillStatus.PASSED
 
 
+def test_a_mariadb_drill_restores_on_the_server_of_backup_drill_database_url(shop, settings):
+    params = connections[shop].settings_dict
+    settings.BACKUP_DRILL_DATABASE_URL = f"mysql://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 3306}/mysql"
+    backup = services.create_backup(database=shop)
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert drill.tables["orders"] == {"archive": 5000, "restored": 5000}
+    assert drill_scratch_databases() == []
+
+    settings.BACKUP_DRILL_DATABASE_URL = "mysql://drills:pw-secret@127.0.0.1:1/mysql"  # nothing listens there
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.FAILED and "Cannot connect" in drill.error and "pw-secret" not in drill.error
+
+
 def test_archive_row_counts_reads_the_dump_chunk_by_chunk(awkward_shop, backup_dir, monkeypatch):
     """Strings and escapes split across chunks of any size are counted the same."""
     from backups_app.engines import mysql
