@@ -13,7 +13,7 @@ from django.db import connections
 
 from backups_app import services
 from backups_app.errors import BackupError
-from backups_app.models import BackupJob, BackupStatus, Restore, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, DrillStatus, Restore, RestoreStatus
 
 from .conftest import ROOT, child_env
 
@@ -615,3 +615,168 @@ def test_backup_warns_about_tables_outside_the_snapshot(shop, caplog):
                "instant): search_words (MyISAM)")
     assert warning in caplog.text
     assert warning in BackupJob.objects.get(pk=job.pk).warning  # on the job, where its page and backup_show say it
+
+
+# Restore drills ----------------------------------------------------------------------------
+
+AWKWARD = [
+    "a),(b", "it's", "it''s", "back\\slash\\", "\\'),('", "'", "\\", "(", ")", ";", "),(", "'),(';",
+    "line\nbreak\r\ttab\0nul", "😀 emoji 🍕 ümlaut", "", None, "x" * 70000 + "'),(", "INSERT INTO `awkward` VALUES (1);",
+]
+
+
+def drill_scratch_databases() -> list[str]:
+    from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
+
+    return databases_like(f"{SCRATCH_PREFIX}{installation_tag()}_")
+
+
+def table_counts(database: str | None = None) -> dict[str, int]:
+    """Every table's and sequence's rows, counted in the database itself."""
+    raw = connect(database)
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                       "AND TABLE_TYPE <> 'VIEW'")
+        counts = {}
+        for (name,) in cursor.fetchall():
+            cursor.execute("SELECT COUNT(*) FROM `%s`" % name.replace("`", "``"))
+            counts[name] = cursor.fetchone()[0]
+        return counts
+    finally:
+        raw.close()
+
+
+@pytest.fixture
+def awkward_shop(shop):
+    """The shop, with tables whose strings hold what a naive count of the dump's value tuples trips over."""
+    raw = connect()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("CREATE TABLE awkward (id int PRIMARY KEY, s longtext, b blob, v varbinary(300))")
+        cursor.executemany("INSERT INTO awkward VALUES (%s, %s, %s, %s)", [
+            (index, text, bytes(range(256)) if index % 2 else None, b"'),(\\\x00" if index % 3 else None)
+            for index, text in enumerate(AWKWARD)
+        ])
+        cursor.execute("CREATE TABLE `odd ``name),(` (id int)")
+        cursor.execute("INSERT INTO `odd ``name),(` VALUES (1), (2), (3)")
+        cursor.execute("CREATE TABLE empty_table (id int)")
+    finally:
+        raw.close()
+    return shop
+
+
+def test_a_mariadb_drill_passes_with_every_tables_exact_count(awkward_shop):
+    expected = table_counts()
+    backup = services.create_backup(database=awkward_shop)
+
+    drill = services.drill_backup(backup=backup)
+
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert {table: counts["archive"] for table, counts in drill.tables.items()} == expected
+    assert {table: counts["restored"] for table, counts in drill.tables.items()} == expected
+    assert expected["awkward"] == len(AWKWARD) and expected["odd `name),("] == 3 and expected["customer"] == 2000
+    assert expected["empty_table"] == 0 and expected["invoice_numbers"] == 1  # a sequence is its one row
+    assert drill_scratch_databases() == []
+    backup.refresh_from_db()
+    assert backup.drill_result == DrillStatus.PASSED
+
+
+def test_a_mariadb_drill_restores_on_the_server_of_backup_drill_database_url(shop, settings):
+    params = connections[shop].settings_dict
+    settings.BACKUP_DRILL_DATABASE_URL = f"mysql://{params['USER']}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 3306}/mysql"
+    backup = services.create_backup(database=shop)
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert drill.tables["orders"] == {"archive": 5000, "restored": 5000}
+    assert drill_scratch_databases() == []
+
+    settings.BACKUP_DRILL_DATABASE_URL = "mysql://drills:pw-secret@127.0.0.1:1/mysql"  # nothing listens there
+    drill = services.drill_backup(backup=backup)
+    assert drill.status == DrillStatus.FAILED and "Cannot connect" in drill.error and "pw-secret" not in drill.error
+
+
+def test_archive_row_counts_reads_the_dump_chunk_by_chunk(awkward_shop, backup_dir, monkeypatch):
+    """Strings and escapes split across chunks of any size are counted the same."""
+    from backups_app.engines import mysql
+
+    backup = services.create_backup(database=awkward_shop, compression="none")
+    path = str(backup_dir / backup.file_name)
+    whole = mysql.MySQLEngine.archive_row_counts(path)
+    assert whole == {table: count for table, count in table_counts().items() if count}  # empty ones have no INSERT
+    for size in (1, 7, 4093):
+        monkeypatch.setattr(mysql, "CHUNK_SIZE", size)
+        assert mysql.MySQLEngine.archive_row_counts(path) == whole
+    data = (backup_dir / backup.file_name).read_bytes()
+    cut = backup_dir / "cut.sql"
+    cut.write_bytes(data[: data.index(b"),(", data.index(b"INSERT INTO `awkward`")) + 1])
+    with pytest.raises(BackupError, match="ends inside the data of table awkward: it is truncated"):
+        mysql.MySQLEngine.archive_row_counts(str(cut))
+
+
+def test_a_mariadb_drill_of_a_damaged_archive_fails_with_the_reason_and_leaves_no_scratch_database(shop, backup_dir):
+    """The archive is cut at a statement boundary (the client would exit 0), its checksum made to match."""
+    backup = services.create_backup(database=shop, compression="none")
+    path = backup_dir / backup.file_name
+    data = path.read_bytes()
+    cut = data[: data.index(b"INSERT INTO `product`")]
+    path.write_bytes(cut)
+    BackupJob.objects.filter(pk=backup.pk).update(size_bytes=len(cut), checksum_sha256=hashlib.sha256(cut).hexdigest())
+
+    drill = services.drill_backup(backup=backup.pk)
+
+    assert drill.status == DrillStatus.FAILED
+    assert "did not restore into a scratch database" in drill.error and "it is truncated" in drill.error
+    assert drill.scratch_name.startswith("backups_drill_")
+    assert drill_scratch_databases() == []
+
+
+def test_restore_into_new_refuses_an_existing_database_and_drops_only_its_own(shop, backup_dir):
+    from backups_app.engines import get_engine
+
+    backup = services.create_backup(database=shop, compression="none")
+    engine = get_engine(shop)
+    name = f"{connections[shop].settings_dict['NAME']}_into"
+    mariadb(f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`; CREATE TABLE `{name}`.keep_me (id int)",
+            database="mysql")
+    try:
+        with pytest.raises(BackupError, match="already exists"):
+            engine.restore_into_new(str(backup_dir / backup.file_name), name)
+        assert mariadb(f"SHOW TABLES FROM `{name}`", database="mysql").split() == ["keep_me"]
+    finally:
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    with pytest.raises(BackupError, match="is configured as 'mariadb'; it is not dropped"):
+        engine.on_database(engine.database_name).drop_database()
+
+
+def test_restore_into_a_new_mariadb_database_copies_the_content(shop):
+    source = connections[shop].settings_dict["NAME"]
+    name = f"{source}_new_{os.getpid()}"
+    backup = services.create_backup(database=shop)
+    mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    try:
+        restore = services.restore_backup(backup=backup, into=name)
+        copy = fingerprint(name)
+    finally:
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    assert restore.status == RestoreStatus.COMPLETED, restore.error
+    assert {key: repr(value).replace(name, "<db>") for key, value in copy.items() if not key.startswith("event")} == {
+        key: repr(value).replace(source, "<db>") for key, value in fingerprint().items() if not key.startswith("event")}
+    events = [value[0] for key, value in copy.items() if key.startswith("event")]
+    assert events and set(events) == {"DISABLED"}  # a copy for inspection runs none of the events
+
+
+def test_cleanup_drops_the_mariadb_scratch_databases_that_killed_drills_left(shop):
+    from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
+
+    ours = f"{SCRATCH_PREFIX}{installation_tag()}_998_abcdef"
+    theirs = f"{SCRATCH_PREFIX}00000000_998_{os.getpid()}"  # another installation sharing the server
+    for name in (ours, theirs):
+        mariadb(f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}`", database="mysql")
+    try:
+        services.cleanup_backups()
+        remaining = [name for name in (ours, theirs) if name in databases_like(SCRATCH_PREFIX)]
+    finally:
+        for name in (ours, theirs):
+            mariadb(f"DROP DATABASE IF EXISTS `{name}`", database="mysql")
+    assert remaining == [theirs]

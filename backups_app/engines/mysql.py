@@ -29,7 +29,7 @@ import queue
 import re
 import subprocess
 import threading
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 from django.db import DatabaseError
 from django.db.backends.mysql.client import DatabaseClient
@@ -353,6 +353,81 @@ class MySQLEngine(Engine):
             % {"old": old, "alias": self.alias, "reason": reason}
         )
 
+    # Restore into a new database (drills, restore --into) --------------------------------
+
+    @property
+    def database_name(self) -> str:
+        return self.database
+
+    def on_database(self, name: str) -> Engine:
+        settings_dict = {**self.connection.settings_dict, "NAME": name}
+        settings_dict["OPTIONS"] = {k: v for k, v in settings_dict["OPTIONS"].items() if k not in ("database", "db")}
+        label = f"{self.alias}\u2192{name}"
+        return type(self)(label, connection=type(self.connection)(settings_dict, alias=label))
+
+    def restore_into_new(self, archive_path: str, name: str, *, jobs: int = 1, tables: Sequence[str] = ()) -> Engine:
+        """Create database `name` (this database's character set and collation) and load the archive into it with
+        the client tool, as the restore loads its scratch database; on any failure it is dropped again."""
+        from .mysql_restore import load_dump  # it builds on this module's helpers
+
+        if tables:
+            raise BackupError(_("A MariaDB/MySQL backup is restored into a new database whole; --table is for "
+                                "PostgreSQL."))
+        raw = self._connect()
+        try:
+            rows = self._query(raw, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM "
+                                    "information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", [self.database])
+            properties = "CHARACTER SET %s COLLATE %s" % rows[0] if rows else ""
+            try:
+                self._query(raw, f"CREATE DATABASE {quote_name(name)} {properties}")
+            except self.connection.Database.Error as exc:
+                if exc.args and exc.args[0] == 1007:  # database exists
+                    raise BackupError(_("Database %(name)s already exists on the server; choose a name that is not "
+                                        "taken.") % {"name": name}) from exc
+                raise BackupError(_("Cannot create database %(name)s: %(reason)s.")
+                                  % {"name": name, "reason": first_error_line(str(exc))}) from exc
+            new = self.on_database(name)
+            try:
+                with open(archive_path, "rb") as source:
+                    load_dump(self, raw, name, source)
+            except BaseException:
+                new.drop_database()
+                raise
+        finally:
+            raw.close()
+        return new
+
+    def drop_database(self) -> None:
+        self._refuse_dropping_a_configured_database()
+        self.connection.close()
+        raw = self._connect("information_schema")
+        try:
+            self._query(raw, f"DROP DATABASE IF EXISTS {quote_name(self.database)}")
+        finally:
+            raw.close()
+
+    @classmethod
+    def archive_row_counts(cls, archive_path: str) -> dict[str, int]:
+        """Return the rows the archive holds for each table with data, counted from its INSERT statements'
+        value tuples (a sequence holds one row)."""
+        with open(archive_path, "rb") as source:
+            return count_rows(source)
+
+    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
+        """Return each table's rows in this database; None for a missing one."""
+        counts: dict[str, int | None] = {}
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                           "AND TABLE_TYPE <> 'VIEW'", [self.database])
+            present = {name for (name,) in cursor.fetchall()}
+            for table in tables:
+                if table not in present:
+                    counts[table] = None
+                    continue
+                cursor.execute(f"SELECT COUNT(*) FROM {quote_name(table)}")
+                counts[table] = cursor.fetchone()[0]
+        return counts
+
     def _scratch_prefix(self) -> str:
         return self.database[:40]
 
@@ -377,6 +452,85 @@ def _lines(source: BinaryIO) -> Iterator[bytes]:
         pending.append(chunk[start:])
     if any(pending):
         yield b"".join(pending)
+
+
+# In an archive: the start of a data statement (its table, its column list with --complete-insert), a sequence.
+INSERT_HEADER = re.compile(rb"INSERT (?:IGNORE )?INTO `((?:[^`]|``)+)`(?: \((?:[^`)]|`(?:[^`]|``)*`)*\))? VALUES\s")
+CREATE_SEQUENCE = re.compile(rb"CREATE SEQUENCE `((?:[^`]|``)+)` ")
+VALUES_TOKEN = re.compile(rb"[()';]")  # what matters in a VALUES list outside strings
+STRING_TOKEN = re.compile(rb"[\\']")  # inside a '...' string: its end, or an escape
+HEADER_LIMIT = 1 << 20
+
+
+def count_rows(source: BinaryIO) -> dict[str, int]:
+    """Count the rows of each table in a mariadb-dump/mysqldump stream: the value tuples of its INSERT statements.
+
+    A small tokenizer, reading chunk by chunk (memory bounded by a chunk and an INSERT's header): strings may
+    hold `),(`, quotes (doubled or escaped), backslashes and newlines; statements in DELIMITER blocks
+    (routines, triggers, events) are not data. A sequence counts as its one row.
+    """
+    LINE, SKIP, VALUES, STRING = range(4)
+    counts: dict[str, int] = {}
+    mode, depth, table, in_block = LINE, 0, "", False
+    buffer, position, end_of_file = b"", 0, False
+    while not end_of_file:
+        chunk = source.read(CHUNK_SIZE)
+        end_of_file = not chunk
+        buffer, position = buffer[position:] + chunk, 0
+        while position < len(buffer):
+            if mode == LINE:
+                newline = buffer.find(b"\n", position)
+                if newline < 0 and not end_of_file and len(buffer) - position < HEADER_LIMIT:
+                    break  # the line's start is needed whole
+                line = buffer[position:newline if newline >= 0 else len(buffer)]
+                header = None if in_block else INSERT_HEADER.match(buffer, position)
+                if header:
+                    table = header.group(1).replace(b"``", b"`").decode("utf-8", "replace")
+                    counts.setdefault(table, 0)
+                    mode, depth, position = VALUES, 0, header.end()
+                    continue
+                if line.startswith(b"DELIMITER "):
+                    in_block = line.rstrip() != b"DELIMITER ;"
+                elif not in_block and (sequence := CREATE_SEQUENCE.match(line)):
+                    counts[sequence.group(1).replace(b"``", b"`").decode("utf-8", "replace")] = 1
+                mode = SKIP
+            elif mode == SKIP:
+                newline = buffer.find(b"\n", position)
+                if newline < 0:
+                    position = len(buffer)
+                    break
+                mode, position = LINE, newline + 1
+            elif mode == STRING:
+                token = STRING_TOKEN.search(buffer, position)
+                if token is None:
+                    position = len(buffer)
+                    break
+                if token[0] == b"'":
+                    mode, position = VALUES, token.end()
+                elif token.end() < len(buffer):
+                    position = token.end() + 1  # the escaped byte
+                else:
+                    position = token.start()  # the escaped byte is in the next chunk
+                    break
+            else:
+                token = VALUES_TOKEN.search(buffer, position)
+                if token is None:
+                    position = len(buffer)
+                    break
+                position = token.end()
+                if token[0] == b"'":
+                    mode = STRING
+                elif token[0] == b"(":
+                    if depth == 0:
+                        counts[table] += 1
+                    depth += 1
+                elif token[0] == b")":
+                    depth -= 1
+                elif depth == 0:  # the statement's ";"
+                    mode = SKIP
+    if mode in (VALUES, STRING):
+        raise BackupError(_("The archive ends inside the data of table %(table)s: it is truncated.") % {"table": table})
+    return counts
 
 
 def _checked_lines(source: BinaryIO) -> Iterator[bytes]:

@@ -99,56 +99,8 @@ class SwapRestore:
 
     # Before the swap: nothing here touches the live database. ---------------------------
 
-    def _can_set_definers(self) -> bool:
-        # SUPER (or MariaDB's SET USER, MySQL's SET_USER_ID) lets a user create objects for another definer.
-        rows = self.sql(
-            "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
-            "('SUPER', 'SET USER', 'SET_USER_ID') AND GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
-            "\"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
-        return rows[0][0] > 0
-
     def _load(self, source: BinaryIO) -> None:
-        rewrite_definers = not self._can_set_definers()
-        client = self.engine._tool(self.raw, "mariadb", "mysql")
-        # Without this, the mariadb client echoes the failing statement (rows of data) to stderr.
-        options = ["--skip-print-query-on-error"] if client == "mariadb" else []
-        args, env = self.engine._command(client, options, self.scratch)
-        errors: list[BaseException] = []
-        with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
-            self.enabled_events: set[str] = set()
-            feeder = threading.Thread(
-                target=self._feed, args=(source, process.stdin, errors, rewrite_definers, self.enabled_events)
-            )
-            feeder.start()
-            try:
-                feeder.join()
-            except BaseException:
-                process.kill()
-                raise
-            if process.wait() != 0:
-                raise BackupError(
-                    _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
-                    % {"reason": first_error_line(process.stderr_text())}
-                )
-        if errors:
-            if isinstance(errors[0], BackupError):
-                raise BackupError(_("%(reason)s Nothing was restored, the database is unchanged.")
-                                  % {"reason": errors[0]}) from errors[0]
-            raise BackupError(
-                _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
-            ) from errors[0]
-        if rewrite_definers:
-            self.engine.warnings.append(
-                _("The user of database %(alias)r may not create objects for other users, so the restored views, "
-                  "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).")
-                % {"alias": self.engine.alias}
-            )
-            logger.warning(self.engine.warnings[-1])
-
-    @staticmethod
-    def _feed(source, target, errors, rewrite_definers: bool, enabled_events: set[str]) -> None:
-        """Copy the archive into the client (in a thread), rewriting the few statement lines that need it."""
-        feed_tool(_rewritten(source, rewrite_definers, enabled_events), target, errors)
+        self.enabled_events = load_dump(self.engine, self.raw, self.scratch, source)
 
     def _show_create(self, kind: str, database: str, name: str) -> dict:
         with self.raw.cursor() as cursor:
@@ -311,6 +263,59 @@ class SwapRestore:
         with self.raw.cursor() as cursor:
             rows = [(index, statement, json.dumps(session)) for index, (statement, session) in enumerate(steps)]
             cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+
+
+def _can_set_definers(engine: MySQLEngine, raw) -> bool:
+    # SUPER (or MariaDB's SET USER, MySQL's SET_USER_ID) lets a user create objects for another definer.
+    rows = engine._query(
+        raw,
+        "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
+        "('SUPER', 'SET USER', 'SET_USER_ID') AND GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
+        "\"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
+    return rows[0][0] > 0
+
+
+def load_dump(engine: MySQLEngine, raw, database: str, source: BinaryIO) -> set[str]:
+    """Load the archive read from `source` into the empty database `database` with the client tool; return the
+    names of the events it creates disabled that were enabled. Raise BackupError when the client fails or the
+    archive is cut (no "-- Dump completed" line); what was loaded stays, for the caller to drop."""
+    rewrite_definers = not _can_set_definers(engine, raw)
+    client = engine._tool(raw, "mariadb", "mysql")
+    # Without this, the mariadb client echoes the failing statement (rows of data) to stderr.
+    options = ["--skip-print-query-on-error"] if client == "mariadb" else []
+    args, env = engine._command(client, options, database)
+    errors: list[BaseException] = []
+    enabled_events: set[str] = set()
+    with tool_process(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
+        feeder = threading.Thread(
+            target=feed_tool, args=(_rewritten(source, rewrite_definers, enabled_events), process.stdin, errors)
+        )
+        feeder.start()
+        try:
+            feeder.join()
+        except BaseException:
+            process.kill()
+            raise
+        if process.wait() != 0:
+            raise BackupError(
+                _("The restore failed before it changed anything, the database is unchanged: %(reason)s.")
+                % {"reason": first_error_line(process.stderr_text())}
+            )
+    if errors:
+        if isinstance(errors[0], BackupError):
+            raise BackupError(_("%(reason)s Nothing was restored, the database is unchanged.")
+                              % {"reason": errors[0]}) from errors[0]
+        raise BackupError(
+            _("The archive could not be read (%(reason)s); it is corrupt or truncated.") % {"reason": errors[0]}
+        ) from errors[0]
+    if rewrite_definers:
+        engine.warnings.append(
+            _("The user of database %(alias)r may not create objects for other users, so the restored views, "
+              "triggers, routines and events now belong to it (DEFINER=CURRENT_USER).")
+            % {"alias": engine.alias}
+        )
+        logger.warning(engine.warnings[-1])
+    return enabled_events
 
 
 def _rewritten(source: BinaryIO, rewrite_definers: bool, enabled_events: set[str]) -> Iterator[bytes]:

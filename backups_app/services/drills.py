@@ -1,7 +1,7 @@
 """Restore drills: prove that a backup restores, in a scratch database that is dropped afterwards.
 
-A drill restores the backup into a new database (PostgreSQL: on the backed-up database's server, or
-on BACKUP_DRILL_DATABASE_URL; SQLite: a temporary file) through the engines' restore_into_new(),
+A drill restores the backup into a new database (PostgreSQL, MariaDB/MySQL: on the backed-up database's
+server, or on BACKUP_DRILL_DATABASE_URL; SQLite: a temporary file) through the engines' restore_into_new(),
 never touching an existing database; it then checks that every table of the archive exists with as
 many rows as the archive holds for it (counted from the archive's data), runs the queries of
 BACKUP_DRILL_CHECKS, which must each return true, and drops the scratch database. The outcome is a
@@ -10,6 +10,7 @@ Drill record, summed up on the backup (`drill_result`, `drilled_at`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 # Scratch databases are named SCRATCH_PREFIX + this installation's tag + the drill's id, so that cleanup
 # finds those a killed drill left behind, and never another installation's sharing the server.
 SCRATCH_PREFIX = "backups_drill_"
-DRILL_ENGINES = ("postgresql", "sqlite")
 ACTIVE_DRILL_STATUSES = (DrillStatus.PENDING, DrillStatus.RUNNING)
 
 
@@ -48,11 +48,6 @@ def drillable(backup: BackupJob) -> Engine:
         raise BackupError(
             _("Backup #%(id)s is %(status)s; only a completed backup can be drilled.")
             % {"id": backup.pk, "status": backup.get_status_display().lower()}
-        )
-    if backup.engine not in DRILL_ENGINES:
-        raise BackupError(
-            _("Restore drills of %(engine)s backups are not supported yet (only %(engines)s).")
-            % {"engine": backup.engine, "engines": ", ".join(DRILL_ENGINES)}
         )
     if not backup.trusted:
         # A drill runs the archive's SQL on the scratch database's server just as a restore does.
@@ -251,10 +246,14 @@ def drop_leftover_scratch_databases() -> list[str]:
         if str(path) not in in_use:
             path.unlink(missing_ok=True)
             dropped.append(str(path))
-    for server in _postgresql_servers():
+    for server in _servers():
         try:
             with server.connection.cursor() as cursor:
-                cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
+                if server.name == "postgresql":
+                    cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
+                else:
+                    cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, %s) = %s",
+                                   [len(prefix), prefix])
                 names = [name for (name,) in cursor.fetchall()]
             for name in names:
                 if name not in in_use:
@@ -265,19 +264,21 @@ def drop_leftover_scratch_databases() -> list[str]:
     return dropped
 
 
-def _postgresql_servers() -> list[Engine]:
-    """One engine per PostgreSQL server that may hold scratch databases (each configured one, and the drill URL's)."""
+def _servers() -> list[Engine]:
+    """One engine per PostgreSQL or MariaDB/MySQL server that may hold scratch databases (each configured one, and
+    the drill URL's)."""
     servers, seen = [], set()
     for alias in connections.settings:
-        if connections[alias].vendor != "postgresql":
+        if connections[alias].vendor not in ("postgresql", "mysql"):
             continue
         engine = get_engine(alias)
         candidates = [engine]
         if setting("BACKUP_DRILL_DATABASE_URL"):
-            candidates.append(scratch_server(engine))
+            with contextlib.suppress(BackupError):  # the drill URL's server is of another kind
+                candidates.append(scratch_server(engine))
         for candidate in candidates:
             params = candidate.connection.settings_dict
-            where = (params.get("HOST"), str(params.get("PORT")))
+            where = (candidate.name, params.get("HOST"), str(params.get("PORT")))
             if where not in seen:
                 seen.add(where)
                 servers.append(candidate)
