@@ -457,6 +457,85 @@ def test_a_restore_over_the_api_brings_pagila_back_identically(pagila, worker, m
     api.assert_no_secrets()
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_drill_over_the_api_passes_with_every_tables_counts(pagila, worker, make_client, db_password):
+    worker()
+    backup = services.create_backup(database=pagila)
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+
+    queued = api.post(f"/api/backups/{backup.pk}/drill/")
+    assert queued.status_code == 202 and queued.json()["status"] == "pending"
+    done = api.wait(queued.json()["url"])
+
+    assert done["status"] == "passed", done["error"]
+    assert done["tables"]["public.actor"] == {"archive": 200, "restored": 200}
+    assert done["tables"]["public.film"] == {"archive": 1000, "restored": 1000}
+    assert all(counts["archive"] == counts["restored"] for counts in done["tables"].values())
+    assert done["failed_checks"] == [] and done["restore_seconds"] > 0 and done["phase"] is None
+    assert api.get(f"/api/backups/{backup.pk}/").json()["id"] == backup.pk
+    api.assert_no_secrets()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_restore_into_a_new_database_over_the_api_makes_it_and_touches_nothing_else(
+    pagila, worker, make_client, db_password
+):
+    worker()
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    name = f"{connections[pagila].settings_dict['NAME']}__api_into"
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+    try:
+        queued = api.post(f"/api/backups/{backup.pk}/restore/", {
+            "database": pagila, "into": name, "tables": ["public.actor", "public.film_actor"], "jobs": 2}, format="json")
+        assert queued.status_code == 202, queued.content
+        done = api.wait(queued.json()["url"])
+
+        assert done["status"] == "completed", done["error"]
+        assert (done["strategy"], done["into"], done["tables"], done["safety_backup"]) == (
+            "into", name, ["public.actor", "public.film_actor"], None)
+        assert psql(name, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+        assert psql(name, "SELECT count(*) FROM film_actor").strip() == "5462"
+        assert psql(name, "SELECT count(*) FROM pg_tables WHERE tablename = 'film'").strip() == "0"
+        assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "CHANGED"
+        api.assert_no_secrets()
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_swap_restore_over_the_api_is_undone_over_the_api(pagila, worker, make_client, db_password):
+    worker()
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    changed = fingerprint(pagila)
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+    queued = api.post(f"/api/backups/{backup.pk}/restore/", {
+        "confirm_database": pagila, "strategy": "swap", "jobs": 2, "safety_backup": False}, format="json")
+    done = api.wait(queued.json()["url"])
+    assert done["status"] == "completed", done["error"]
+    assert (done["strategy"], done["strategy_reason"]) == ("swap", "swap: asked for; the role is a superuser")
+    assert done["kept_database"] and done["undone"] is None
+    assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+    undo = f"/api/restores/{done['id']}/undo/"
+    before = LogEntry.objects.count()
+    for client, expected in [(APIClient(), 401), (make_client("viewer", "view_backupjob"), 403)]:
+        assert client.post(undo).status_code == expected
+        assert Restore.objects.get(pk=done["id"]).undone_at is None and LogEntry.objects.count() == before
+    assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+
+    undone = api.post(undo)
+
+    assert undone.status_code == 200, undone.content
+    assert undone.json()["undone"] and undone.json()["id"] == done["id"]
+    assert fingerprint(pagila) == changed
+    assert LogEntry.objects.get(change_message__startswith="Undid").get_change_message() == (
+        f"Undid restore #{done['id']}: database {pagila} is back as it was before it.")
+    again = api.post(undo)
+    assert again.status_code == 400 and again.json() == {"detail": f"Restore #{done['id']} was undone already."}
+    api.assert_no_secrets()
+
+
 # The README's CI example, run as it is printed --------------------------------------------------------
 
 def readme_ci_script() -> str:
