@@ -279,6 +279,19 @@ def test_restore_options_are_recorded_and_shown_and_a_drill_is_queued_and_logged
         client.user, str(newer.pk), f"Asked for restore drill #{body['id']}.")
 
 
+@SQLITE
+def test_the_admin_form_and_the_api_refuse_restore_options_with_one_sentence(make_client, backups):
+    from backups_app.admin.forms import RestoreForm
+
+    _older, newer, _restore = backups
+    sentence = "Only tables go into a new database: name the new database too."
+    form = RestoreForm({"database": "sqlite", "confirm_database": "sqlite", "tables": "main.t"}, backup=newer)
+    assert not form.is_valid() and form.errors["tables"] == [sentence]
+    api = make_client("ops", "restore_backupjob").post(
+        f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "tables": ["main.t"]}, format="json")
+    assert api.json() == {"detail": sentence} and not Restore.objects.exclude(pk=_restore.pk).exists()
+
+
 # Errors: one sentence, the commands' own ---------------------------------------------------------
 
 @SQLITE
