@@ -21,7 +21,7 @@ from backups_app.selectors import (
     list_backups,
     restore_to_dict,
 )
-from backups_app.services.restore import check_confirmation, check_restore_options
+from backups_app.services.restore import check_confirmation
 from backups_app.views import archive_response
 
 from . import serializers
@@ -118,7 +118,6 @@ class BackupViewSet(viewsets.GenericViewSet):
         backup = get_backup(pk)
         database = data.get("database") or backup.database
         options = {name: data[name] for name in ("strategy", "jobs", "into", "tables")}
-        check_restore_options(**options)
         if not data["into"]:  # a new database replaces nothing: only a restore over one is confirmed
             check_confirmation(database=database, typed=data["confirm_database"])
         restore = services.request_restore(
