@@ -45,6 +45,14 @@ def get_restore(restore: int | str) -> Restore:
         raise NotFound(_("There is no restore #%(id)s (see backup_show).") % {"id": restore}) from None
 
 
+def get_drill(drill: int | str) -> Drill:
+    """Return a restore drill by id, or raise NotFound naming the bad id."""
+    try:
+        return Drill.objects.get(pk=int(drill))
+    except (TypeError, ValueError, Drill.DoesNotExist):
+        raise NotFound(_("There is no restore drill #%(id)s (see backup_show).") % {"id": drill}) from None
+
+
 def list_backups(
     *, database: str | None = None, status: str | None = None, trigger: str | None = None
 ) -> QuerySet[BackupJob]:
@@ -182,6 +190,8 @@ def drill_to_dict(drill) -> dict | None:
         "backup": drill.backup_id,
         "database": drill.database,
         "status": drill.status,
+        # The step it is at, or stopped at; none before its worker began and once it passed.
+        "phase": (drill.phase or None) if drill.status != DrillStatus.PASSED else None,
         "started": drill.started_at.isoformat() if drill.started_at else None,
         "finished": drill.finished_at.isoformat() if drill.finished_at else None,
         "duration_seconds": drill.duration.total_seconds() if drill.duration else None,
@@ -207,4 +217,14 @@ def restore_to_dict(restore: Restore) -> dict:
         "safety_backup": restore.safety_backup_id,
         "error": restore.error or None,
         "warning": restore.warning or None,
+        # How: asked for (auto, swap, in-place, into; null: BACKUP_RESTORE_STRATEGY), then the one used, with why.
+        "strategy": restore.strategy or None,
+        "strategy_reason": restore.strategy_reason or None,
+        "jobs": restore.jobs,
+        "into": restore.into or None,
+        "tables": [table for table in restore.tables.split(",") if table],
+        # The database a swap replaced, kept for an undo until cleanup drops it.
+        "kept_database": restore.kept_database or None,
+        "kept_dropped": restore.kept_dropped_at.isoformat() if restore.kept_dropped_at else None,
+        "undone": restore.undone_at.isoformat() if restore.undone_at else None,
     }

@@ -19,12 +19,12 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from backups_app import services
-from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore, RestoreStatus
+from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Drill, Restore, RestoreStatus
 
 from .conftest import ROOT, fingerprint, psql
 
 SQLITE = pytest.mark.django_db(databases=["default", "sqlite"])
-FINAL = {"completed", "failed", "restored"}
+FINAL = {"completed", "failed", "restored", "passed"}
 
 
 @pytest.fixture
@@ -66,7 +66,12 @@ ENDPOINTS = [
     ("stats", "get", "/api/stats/", None, "view_backupjob", 200),
     ("cleanup", "post", "/api/cleanup/", {"retention_days": 0}, "delete_backupjob", 200),
     ("restore status", "get", "/api/restores/{restore}/", None, "view_backupjob", 200),
+    ("restore options", "post", "/api/backups/{newer}/restore/",
+     {"confirm_database": "sqlite", "strategy": "in-place", "jobs": 2}, "restore_backupjob", 202),
+    ("drill", "post", "/api/backups/{newer}/drill/", None, "restore_backupjob", 202),
+    ("drill status", "get", "/api/drills/{drill}/", None, "view_backupjob", 200),
 ]
+# The undo of a restore by swap needs PostgreSQL: test_a_swap_restore_over_the_api_is_undone_over_the_api.
 
 
 def call(client, method, path, body=None):
@@ -77,7 +82,8 @@ def state(backup_dir) -> tuple:
     """Everything an API call could change: the catalog, the restores, the admin's log, the storage's files."""
     return (
         sorted(BackupJob.objects.values_list("pk", "status")),
-        sorted(Restore.objects.values_list("pk", "status")),
+        sorted(Restore.objects.values_list("pk", "status", "undone_at")),
+        sorted(Drill.objects.values_list("pk", "status")),
         LogEntry.objects.count(),
         sorted(str(path.relative_to(backup_dir)) for path in backup_dir.rglob("*")),
     )
@@ -89,7 +95,8 @@ def test_each_endpoint_answers_401_to_anonymous_403_without_its_permission_and_c
     name, method, path, body, permission, allowed, backups, backup_dir, make_client
 ):
     older, newer, restore = backups
-    path = path.format(older=older.pk, newer=newer.pk, restore=restore.pk)
+    drill = Drill.objects.create(backup=newer, database="sqlite")
+    path = path.format(older=older.pk, newer=newer.pk, restore=restore.pk, drill=drill.pk)
     before = state(backup_dir)
     refused = [
         (APIClient(), 401),
@@ -245,15 +252,55 @@ def test_stats_gives_totals_and_each_databases_newest_backup(make_client, backup
     assert stats["databases"]["sqlite"]["url"] == f"http://testserver/api/backups/{newer.pk}/"
 
 
+@SQLITE
+def test_restore_options_are_recorded_and_shown_and_a_drill_is_queued_and_logged_like_the_admin(make_client, backups):
+    _older, newer, _restore = backups
+    client = make_client("ops", "restore_backupjob", "view_backupjob")
+    queued = client.post(f"/api/backups/{newer.pk}/restore/", {
+        "confirm_database": "sqlite", "strategy": "in-place", "jobs": 3, "safety_backup": False}, format="json")
+    assert queued.status_code == 202, queued.content
+    restore = Restore.objects.get(pk=queued.json()["id"])
+    assert (restore.strategy, restore.jobs, restore.into, restore.take_safety_backup) == ("in-place", 3, "", False)
+    shown = client.get(queued.json()["url"]).json()
+    assert (shown["strategy"], shown["jobs"], shown["into"], shown["tables"]) == ("in-place", 3, None, [])
+    assert (shown["kept_database"], shown["undone"]) == (None, None)
+    # A new database replaces nothing: no confirmation is asked, and no safety backup is taken.
+    into = client.post(f"/api/backups/{newer.pk}/restore/", {"into": "/nonexistent/new.sqlite3"}, format="json")
+    assert into.status_code == 202 and into.json()["strategy"] == "into" and into.json()["into"] == "/nonexistent/new.sqlite3"
+
+    drill = client.post(f"/api/backups/{newer.pk}/drill/")
+
+    assert drill.status_code == 202
+    body = drill.json()
+    assert body["url"] == f"http://testserver/api/drills/{body['id']}/" == drill["Location"]
+    assert (body["status"], body["backup"], body["tables"]) == ("pending", newer.pk, {})
+    entry = LogEntry.objects.get()
+    assert (entry.user, entry.object_id, entry.get_change_message()) == (
+        client.user, str(newer.pk), f"Asked for restore drill #{body['id']}.")
+
+
+@SQLITE
+def test_the_admin_form_and_the_api_refuse_restore_options_with_one_sentence(make_client, backups):
+    from backups_app.admin.forms import RestoreForm
+
+    _older, newer, _restore = backups
+    sentence = "Only tables go into a new database: name the new database too."
+    form = RestoreForm({"database": "sqlite", "confirm_database": "sqlite", "tables": "main.t"}, backup=newer)
+    assert not form.is_valid() and form.errors["tables"] == [sentence]
+    api = make_client("ops", "restore_backupjob").post(
+        f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "tables": ["main.t"]}, format="json")
+    assert api.json() == {"detail": sentence} and not Restore.objects.exclude(pk=_restore.pk).exists()
+
+
 # Errors: one sentence, the commands' own ---------------------------------------------------------
 
 @SQLITE
 def test_errors_are_one_sentence_the_same_as_the_commands_and_record_nothing(make_client, backups):
-    _older, newer, _restore = backups
+    _older, newer, restore = backups
     client = make_client("admin_like", *ALL_PERMISSIONS)
     untrusted = services.create_backup(database="sqlite")
     BackupJob.objects.filter(pk=untrusted.pk).update(trusted=False)
-    before = (BackupJob.objects.count(), Restore.objects.count())
+    before = (BackupJob.objects.count(), Restore.objects.count(), Drill.objects.count(), LogEntry.objects.count())
     cases = [
         (client.get("/api/backups/999999/"), 404, "There is no backup #999999 (see backup_list)."),
         (client.get("/api/restores/999999/"), 404, "There is no restore #999999 (see backup_show)."),
@@ -266,7 +313,20 @@ def test_errors_are_one_sentence_the_same_as_the_commands_and_record_nothing(mak
         (client.post(f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlit"}, format="json"), 400,
          "Type sqlite or " + str(connections["sqlite"].settings_dict["NAME"]) + " exactly to confirm."),
         (client.post(f"/api/backups/{newer.pk}/restore/", {}, format="json"), 400,
-         "confirm_database: This field is required."),
+         "Type sqlite or " + str(connections["sqlite"].settings_dict["NAME"]) + " exactly to confirm."),
+        (client.post(f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "strategy": "fast"},
+                     format="json"), 400, "Unknown strategy 'fast': use one of auto, swap, in-place."),
+        (client.post(f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "jobs": 0},
+                     format="json"), 400, "Parallel jobs must be from 1 to 64, not 0."),
+        (client.post(f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "tables": ["main.t"]},
+                     format="json"), 400, "Only tables go into a new database: name the new database too."),
+        (client.post(f"/api/backups/{newer.pk}/restore/", {"into": "x" * 64}, format="json"), 400,
+         "into: Ensure this field has no more than 63 characters."),
+        (client.post(f"/api/restores/{restore.pk}/undo/"), 400,
+         f"Restore #{restore.pk} kept no replaced database: only a completed restore by swap can be undone."),
+        (client.post("/api/restores/999999/undo/"), 404, "There is no restore #999999 (see backup_show)."),
+        (client.get("/api/drills/999999/"), 404, "There is no restore drill #999999 (see backup_show)."),
+        (client.post(f"/api/backups/{untrusted.pk}/drill/"), 400, services.restore.untrusted_refusal(untrusted)),
         (client.post(f"/api/backups/{newer.pk}/restore/", {"confirm_database": "sqlite", "safety_backup": "maybe"},
                      format="json"), 400, "safety_backup: Must be a valid boolean."),
         (client.post(f"/api/backups/{untrusted.pk}/restore/", {"confirm_database": "sqlite"}, format="json"), 400,
@@ -280,7 +340,8 @@ def test_errors_are_one_sentence_the_same_as_the_commands_and_record_nothing(mak
         assert set(body) == {"detail"} and body["detail"].endswith("."), body
         if sentence:
             assert body["detail"] == sentence
-    assert (BackupJob.objects.count(), Restore.objects.count()) == before
+    assert (BackupJob.objects.count(), Restore.objects.count(), Drill.objects.count(), LogEntry.objects.count()) == before
+    assert Restore.objects.get(pk=restore.pk).undone_at is None
 
 
 # The schema and the Swagger page -------------------------------------------------------------------
@@ -302,6 +363,11 @@ def test_the_schema_is_valid_openapi_3_and_describes_what_the_endpoints_answer(a
     assert set(schemas["Stats"]["properties"]) == set(stats)
     assert set(schemas["LatestBackup"]["properties"]) == set(stats["databases"]["sqlite"])
     assert set(schemas["Verification"]["properties"]) == set(client.post(f"/api/backups/{newer.pk}/verify/").json())
+    drill = Drill.objects.create(backup=newer, database="sqlite")
+    assert set(schemas["Drill"]["properties"]) == set(client.get(f"/api/drills/{drill.pk}/").json())
+    paths = spec["paths"]
+    assert "post" in paths["/api/backups/{id}/drill/"] and "post" in paths["/api/restores/{id}/undo/"]
+    assert {"strategy", "jobs", "into", "tables"} <= set(schemas["RestoreRequestRequest"]["properties"])
     assert make_client("viewer2", "view_backupjob", staff=False).get("/api/schema/").status_code == 403
 
 
@@ -401,6 +467,85 @@ def test_a_restore_over_the_api_brings_pagila_back_identically(pagila, worker, m
     entry = LogEntry.objects.get(object_id=str(done["id"]), content_type__model="restore")
     assert entry.user.username == "ops" and entry.change_message == f"Restored backup #{backup.pk} into database {pagila}."
     api.get(f"/api/backups/{backup.pk}/")
+    api.assert_no_secrets()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_drill_over_the_api_passes_with_every_tables_counts(pagila, worker, make_client, db_password):
+    worker()
+    backup = services.create_backup(database=pagila)
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+
+    queued = api.post(f"/api/backups/{backup.pk}/drill/")
+    assert queued.status_code == 202 and queued.json()["status"] == "pending"
+    done = api.wait(queued.json()["url"])
+
+    assert done["status"] == "passed", done["error"]
+    assert done["tables"]["public.actor"] == {"archive": 200, "restored": 200}
+    assert done["tables"]["public.film"] == {"archive": 1000, "restored": 1000}
+    assert all(counts["archive"] == counts["restored"] for counts in done["tables"].values())
+    assert done["failed_checks"] == [] and done["restore_seconds"] > 0 and done["phase"] is None
+    assert api.get(f"/api/backups/{backup.pk}/").json()["id"] == backup.pk
+    api.assert_no_secrets()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_restore_into_a_new_database_over_the_api_makes_it_and_touches_nothing_else(
+    pagila, worker, make_client, db_password
+):
+    worker()
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    name = f"{connections[pagila].settings_dict['NAME']}__api_into"
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+    try:
+        queued = api.post(f"/api/backups/{backup.pk}/restore/", {
+            "database": pagila, "into": name, "tables": ["public.actor", "public.film_actor"], "jobs": 2}, format="json")
+        assert queued.status_code == 202, queued.content
+        done = api.wait(queued.json()["url"])
+
+        assert done["status"] == "completed", done["error"]
+        assert (done["strategy"], done["into"], done["tables"], done["safety_backup"]) == (
+            "into", name, ["public.actor", "public.film_actor"], None)
+        assert psql(name, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+        assert psql(name, "SELECT count(*) FROM film_actor").strip() == "5462"
+        assert psql(name, "SELECT count(*) FROM pg_tables WHERE tablename = 'film'").strip() == "0"
+        assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "CHANGED"
+        api.assert_no_secrets()
+    finally:
+        psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "target"])
+def test_a_swap_restore_over_the_api_is_undone_over_the_api(pagila, worker, make_client, db_password):
+    worker()
+    backup = services.create_backup(database=pagila)
+    psql(pagila, "UPDATE actor SET first_name = 'CHANGED' WHERE actor_id = 1")
+    changed = fingerprint(pagila)
+    api = Recorder(make_client("ops", "restore_backupjob", "view_backupjob"))
+    queued = api.post(f"/api/backups/{backup.pk}/restore/", {
+        "confirm_database": pagila, "strategy": "swap", "jobs": 2, "safety_backup": False}, format="json")
+    done = api.wait(queued.json()["url"])
+    assert done["status"] == "completed", done["error"]
+    assert (done["strategy"], done["strategy_reason"]) == ("swap", "swap: asked for; the role is a superuser")
+    assert done["kept_database"] and done["undone"] is None
+    assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+    undo = f"/api/restores/{done['id']}/undo/"
+    before = LogEntry.objects.count()
+    for client, expected in [(APIClient(), 401), (make_client("viewer", "view_backupjob"), 403)]:
+        assert client.post(undo).status_code == expected
+        assert Restore.objects.get(pk=done["id"]).undone_at is None and LogEntry.objects.count() == before
+    assert psql(pagila, "SELECT first_name FROM actor WHERE actor_id = 1").strip() == "PENELOPE"
+
+    undone = api.post(undo)
+
+    assert undone.status_code == 200, undone.content
+    assert undone.json()["undone"] and undone.json()["id"] == done["id"]
+    assert fingerprint(pagila) == changed
+    assert LogEntry.objects.get(change_message__startswith="Undid").get_change_message() == (
+        f"Undid restore #{done['id']}: database {pagila} is back as it was before it.")
+    again = api.post(undo)
+    assert again.status_code == 400 and again.json() == {"detail": f"Restore #{done['id']} was undone already."}
     api.assert_no_secrets()
 
 

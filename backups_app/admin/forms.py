@@ -10,7 +10,7 @@ from backups_app.engines import ENGINES
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, Compression, RestoreStrategy
 from backups_app.services.catalog import MAX_RETENTION_DAYS
-from backups_app.services.restore import check_confirmation
+from backups_app.services.restore import MAX_JOBS, check_confirmation, check_restore_options
 
 from .display import seconds_text
 
@@ -61,7 +61,7 @@ class RestoreForm(forms.Form):
         ),
     )
     jobs = forms.IntegerField(
-        label=gettext_lazy("Parallel jobs"), min_value=1, max_value=64, required=False,
+        label=gettext_lazy("Parallel jobs"), min_value=1, max_value=MAX_JOBS, required=False,
         help_text=gettext_lazy("pg_restore jobs of a swap or of a new database; empty: the number of cores."),
     )
     into = forms.CharField(
@@ -106,8 +106,11 @@ class RestoreForm(forms.Form):
         database = cleaned.get("database")
         typed = cleaned.get("confirm_database")
         cleaned["tables"] = [name for name in re.split(r"[\s,]+", cleaned.get("tables") or "") if name]
-        if cleaned["tables"] and not cleaned.get("into"):
-            self.add_error("tables", _("Only tables go into a new database: give its name above too."))
+        try:
+            check_restore_options(strategy=cleaned.get("strategy") or "", jobs=cleaned.get("jobs"),
+                                  into=cleaned.get("into") or "", tables=cleaned["tables"])
+        except BackupError as exc:
+            self.add_error("tables", str(exc))
         # A new database replaces nothing: only a restore over one is confirmed by typing its name.
         if database and not cleaned.get("into"):
             try:

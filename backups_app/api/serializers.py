@@ -10,7 +10,17 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from backups_app import archives
-from backups_app.models import BackupPhase, BackupStatus, BackupTrigger, Compression, RestorePhase, RestoreStatus
+from backups_app.models import (
+    BackupPhase,
+    BackupStatus,
+    BackupTrigger,
+    Compression,
+    DrillPhase,
+    DrillStatus,
+    RestorePhase,
+    RestoreStatus,
+    RestoreStrategy,
+)
 
 
 class CreateBackupRequest(serializers.Serializer):
@@ -24,10 +34,32 @@ class CreateBackupRequest(serializers.Serializer):
 
 class RestoreRequest(serializers.Serializer):
     database = serializers.CharField(
-        required=False, allow_null=True, help_text=_("The database alias to restore into (default: the backup's own).")
+        required=False, allow_null=True,
+        help_text=_("The database alias to restore into, or on whose server `into` makes the new database "
+                    "(default: the backup's own)."),
     )
     confirm_database = serializers.CharField(
-        help_text=_("The target database's alias or real name, typed again: its whole content is replaced.")
+        required=False, allow_blank=True, default="",
+        help_text=_("The target database's alias or real name, typed again: its whole content is replaced. "
+                    "Not asked with `into`, which replaces nothing."),
+    )
+    strategy = serializers.CharField(
+        required=False, allow_blank=True, default="",
+        help_text=_("auto, swap or in-place (PostgreSQL; default: BACKUP_RESTORE_STRATEGY). swap loads a new "
+                    "database while the live one keeps answering, then swaps the two and keeps the old one for an undo."),
+    )
+    jobs = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text=_("Parallel pg_restore jobs of a swap or of `into`, from 1 to 64 (default: the cores)."),
+    )
+    into = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=63,
+        help_text=_("Make this NEW database (SQLite: file path) on the target's server from the backup instead; "
+                    "nothing that exists is touched, and a name that exists is refused."),
+    )
+    tables = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list,
+        help_text=_("With `into` (PostgreSQL): only these schema.table names."),
     )
     safety_backup = serializers.BooleanField(default=True, help_text=_("Take a safety backup of the database first."))
     terminate_sessions = serializers.BooleanField(
@@ -87,6 +119,40 @@ class Restore(serializers.Serializer):
     safety_backup = serializers.IntegerField(allow_null=True)
     error = serializers.CharField(allow_null=True)
     warning = serializers.CharField(allow_null=True)
+    strategy = serializers.ChoiceField(
+        RestoreStrategy.choices, allow_null=True,
+        help_text=_("As asked for (null: BACKUP_RESTORE_STRATEGY), then, once it ran, the one used."))
+    strategy_reason = serializers.CharField(allow_null=True, help_text=_("Why that strategy was used."))
+    jobs = serializers.IntegerField(allow_null=True)
+    into = serializers.CharField(allow_null=True, help_text=_("The new database made from the backup."))
+    tables = serializers.ListField(child=serializers.CharField(), help_text=_("Only these tables (with `into`)."))
+    kept_database = serializers.CharField(
+        allow_null=True, help_text=_("The database a swap replaced, kept for an undo until cleanup drops it."))
+    kept_dropped = serializers.DateTimeField(allow_null=True, help_text=_("When cleanup dropped the kept database."))
+    undone = serializers.DateTimeField(allow_null=True, help_text=_("When the restore was undone."))
+
+
+class Drill(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.URLField()
+    backup = serializers.IntegerField()
+    database = serializers.CharField()
+    status = serializers.ChoiceField(DrillStatus.choices, help_text=_("passed or failed once it ended."))
+    phase = serializers.ChoiceField(DrillPhase.choices, allow_null=True)
+    started = serializers.DateTimeField(allow_null=True)
+    finished = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    restore_seconds = serializers.FloatField(allow_null=True)
+    tables = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField(allow_null=True)),
+        help_text=_("Each table's rows: `archive` (in the archive) and `restored` (in the scratch database; "
+                    "null: missing)."),
+    )
+    failed_checks = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField(allow_null=True)),
+        help_text=_("The BACKUP_DRILL_CHECKS queries that did not return true: query and result."),
+    )
+    error = serializers.CharField(allow_null=True)
 
 
 class BackupWithRestores(Backup):

@@ -4,13 +4,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAdminUser
 from rest_framework.routers import SimpleRouter
 
-from .views import BackupViewSet, CleanupView, RestoreViewSet, StatsView
+from .views import BackupViewSet, CleanupView, DrillViewSet, RestoreViewSet, StatsView
 
 app_name = "api"
 
 router = SimpleRouter()
 router.register("backups", BackupViewSet, basename="backup")
 router.register("restores", RestoreViewSet, basename="restore")
+router.register("drills", DrillViewSet, basename="drill")
 
 urlpatterns = [
     *router.urls,

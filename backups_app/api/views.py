@@ -11,8 +11,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backups_app import services
-from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Restore
-from backups_app.selectors import backup_to_dict, get_backup, get_restore, list_backups, restore_to_dict
+from backups_app.models import BackupJob, BackupStatus, BackupTrigger, Drill, Restore
+from backups_app.selectors import (
+    backup_to_dict,
+    drill_to_dict,
+    get_backup,
+    get_drill,
+    get_restore,
+    list_backups,
+    restore_to_dict,
+)
 from backups_app.services.restore import check_confirmation
 from backups_app.views import archive_response
 
@@ -33,6 +41,10 @@ def _restore(request, restore) -> dict:
     return {**restore_to_dict(restore), "url": _url(request, "restore", restore.pk)}
 
 
+def _drill(request, drill) -> dict:
+    return {**drill_to_dict(drill), "url": _url(request, "drill", drill.pk)}
+
+
 class AnyAccept(BaseContentNegotiation):
     """A download is the archive whatever the client accepts (errors stay JSON)."""
 
@@ -47,7 +59,7 @@ class BackupViewSet(viewsets.GenericViewSet):
     queryset = BackupJob.objects.none()  # only tells the schema what the ids are
     permission_actions = {
         "list": "view", "retrieve": "view", "verify": "view", "create": "add", "destroy": "delete",
-        "restore": "restore", "download": "download",
+        "restore": "restore", "download": "download", "drill": "restore",
     }
 
     @extend_schema(
@@ -94,8 +106,10 @@ class BackupViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Queue a restore of a backup",
-        description="Replaces the target database's whole content, after a safety backup unless told not to. "
-        "Answers at once (202) with the restore; poll its `url` until its status is completed or failed.",
+        description="Replaces the target database's whole content, after a safety backup unless told not to "
+        "(by swap or in place, see `strategy`); with `into`, makes a new database instead and touches nothing "
+        "that exists. Answers at once (202) with the restore; poll its `url` until its status is completed or "
+        "failed.",
         request=serializers.RestoreRequest, responses={202: serializers.Restore, **ERRORS},
     )
     @action(detail=True, methods=["post"])
@@ -103,13 +117,28 @@ class BackupViewSet(viewsets.GenericViewSet):
         data = self.valid(serializers.RestoreRequest, request)
         backup = get_backup(pk)
         database = data.get("database") or backup.database
-        check_confirmation(database=database, typed=data["confirm_database"])
+        options = {name: data[name] for name in ("strategy", "jobs", "into", "tables")}
+        if not data["into"]:  # a new database replaces nothing: only a restore over one is confirmed
+            check_confirmation(database=database, typed=data["confirm_database"])
         restore = services.request_restore(
             backup=backup, database=database, safety_backup=data["safety_backup"],
             terminate_sessions=data["terminate_sessions"], trust_archive=data["trust_archive"],
-            acting_user=request.user,
+            acting_user=request.user, **options,
         )
         body = _restore(request, restore)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(
+        summary="Queue a restore drill of a backup",
+        description="A worker restores the backup into a scratch database, counts every table's rows against "
+        "the archive, runs BACKUP_DRILL_CHECKS and drops it. Answers at once (202) with the drill; poll its "
+        "`url` until its status is passed or failed.",
+        request=None, responses={202: serializers.Drill, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def drill(self, request, pk):
+        drill = services.request_drill(backup=get_backup(pk), acting_user=request.user)
+        body = _drill(request, drill)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
     @extend_schema(
@@ -142,12 +171,33 @@ class BackupViewSet(viewsets.GenericViewSet):
 
 class RestoreViewSet(viewsets.GenericViewSet):
     queryset = Restore.objects.none()
-    permission_actions = {"retrieve": "view"}
+    permission_actions = {"retrieve": "view", "undo": "restore"}
 
-    @extend_schema(summary="Show a restore: its status and the step it is at",
+    @extend_schema(summary="Show a restore: its status, the step it is at, how it ran and whether it was undone",
                    responses={200: serializers.Restore, **ERRORS})
     def retrieve(self, request, pk):
         return Response(_restore(request, get_restore(pk)))
+
+    @extend_schema(
+        summary="Undo a restore by swap",
+        description="Swaps back, in one step, the database the restore replaced (kept until cleanup drops it) "
+        "and drops the restored one; answers when it is done (200) with the restore, `undone` set.",
+        request=None, responses={200: serializers.Restore, 409: serializers.Error, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def undo(self, request, pk):
+        restore = services.undo_restore(restore=get_restore(pk), acting_user=request.user)
+        return Response(_restore(request, restore))
+
+
+class DrillViewSet(viewsets.GenericViewSet):
+    queryset = Drill.objects.none()
+    permission_actions = {"retrieve": "view"}
+
+    @extend_schema(summary="Show a restore drill: its status, the step it is at, and each table's row counts",
+                   responses={200: serializers.Drill, **ERRORS})
+    def retrieve(self, request, pk):
+        return Response(_drill(request, get_drill(pk)))
 
 
 class StatsView(APIView):

@@ -35,7 +35,7 @@ from .audit import log_action
 from .backup import _check_description, _checked_compression, create_backup
 from .common import QUEUED_LOCK_WAIT, _user_fields
 from .drills import drill_backup, drillable
-from .restore import restorable_into, restore_backup, untrusted_refusal
+from .restore import check_restore_options, restorable_into, restore_backup, untrusted_refusal
 
 
 def _announce_on_commit(signal, **record) -> None:
@@ -85,6 +85,7 @@ def request_restore(
     """Record a PENDING restore with its options and queue it; return it at once (options: restore_backup())."""
     backup = get_backup(backup)
     database = database or backup.database
+    check_restore_options(strategy=strategy, jobs=jobs, into=into, tables=tables)
     restorable_into(backup, database)
     if not backup.trusted and not trust_archive:
         raise BackupError(untrusted_refusal(backup))

@@ -96,6 +96,8 @@ def restore_backup(
     try:
         backup = get_backup(backup)
         database = database or backup.database
+        if restore is None:
+            check_restore_options(strategy=strategy, jobs=jobs, into=into, tables=tables)
         engine = restorable_into(backup, database)
         into = into or (restore.into if restore is not None else "")
         # A restore into a new database touches no existing one: it takes no database's lock.
@@ -151,6 +153,22 @@ def check_confirmation(*, database: str, typed: str) -> None:
     get_engine(database)  # an unknown alias is said as such, not as a mistyped confirmation
     if typed not in (database, str(connections[database].settings_dict["NAME"])):
         raise BackupError(confirmation_hint(database))
+
+
+MAX_JOBS = 64
+
+
+def check_restore_options(*, strategy: str = "", jobs: int | None = None, into: str = "",
+                          tables: Sequence[str] = ()) -> None:
+    """Refuse restore options that do not go together (the admin's form, the API and the services ask this)."""
+    choices = [value for value in RestoreStrategy.values if value != RestoreStrategy.INTO]
+    if strategy and strategy not in choices:
+        raise BackupError(_("Unknown strategy %(value)r: use one of %(choices)s.")
+                          % {"value": strategy, "choices": ", ".join(choices)})
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise BackupError(_("Parallel jobs must be from 1 to %(max)s, not %(jobs)s.") % {"max": MAX_JOBS, "jobs": jobs})
+    if tables and not into:
+        raise BackupError(_("Only tables go into a new database: name the new database too."))
 
 
 def restorable_into(backup: BackupJob, database: str) -> Engine:
