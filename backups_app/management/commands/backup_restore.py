@@ -4,6 +4,7 @@ from django.utils.translation import gettext as _
 from backups_app import services
 from backups_app.humanize import human_time
 from backups_app.selectors import backup_to_dict, get_backup
+from backups_app.services.restore import check_restore_options
 
 from ._common import BackupCommand
 
@@ -67,10 +68,8 @@ class Command(BackupCommand):
             return self.undo(options)
         if options["backup_id"] is None:
             raise CommandError(_("Give the id of the backup to restore (see backup_list), or --undo RESTORE_ID."))
-        if options["tables"] and not options["into"]:
-            raise CommandError(_("--table restores tables into a new database: give --into NAME too."))
-        if options["jobs"] is not None and options["jobs"] < 1:
-            raise CommandError(_("--jobs must be 1 or more."))
+        check_restore_options(strategy=options["strategy"] or "", jobs=options["jobs"], into=options["into"] or "",
+                              tables=options["tables"])
         backup = get_backup(options["backup_id"])
         database = options["database"] or backup.database
         facts = {
