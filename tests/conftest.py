@@ -59,8 +59,9 @@ def drop_swap_leftovers() -> None:
 
     engine = get_engine("target")
     with engine._maintenance() as raw, raw.cursor() as cursor:
-        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                       [f"test\\_backups%\\_{settings.RUN_ID}\\_\\_%"])
+        # NAME_RUNID__... and NAME_RUNID_other__... (a test's second database), never another run's.
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
+                       [f"test\\_backups%\\_{settings.RUN_ID}\\_\\_%", f"test\\_backups%\\_{settings.RUN_ID}\\_%\\_\\_%"])
         names = [name for (name,) in cursor.fetchall()]
     for name in names:
         engine.on_database(name).drop_database()  # subscriptions first, as cleanup does
