@@ -134,6 +134,28 @@ class Engine:
         """Drop the database of an engine returned by restore_into_new() or on_database()."""
         raise NotImplementedError
 
+    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
+        """Return each table's rows in this database; None for a missing one."""
+        counts: dict[str, int | None] = {}
+        with self.connection.cursor() as cursor:
+            present = self._table_names(cursor)
+            for table in tables:
+                if table not in present:
+                    counts[table] = None
+                    continue
+                cursor.execute(f"SELECT COUNT(*) FROM {self.quote(table)}")
+                counts[table] = cursor.fetchone()[0]
+        return counts
+
+    def _table_names(self, cursor) -> set[str]:
+        """Return the names of the tables (not views) in this database, as table_row_counts() takes them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def quote(name: str) -> str:
+        """Quote an identifier for this engine's SQL."""
+        return quote_ident(name)
+
     def _refuse_dropping_a_configured_database(self) -> None:
         for alias in connections.settings:
             settings_dict = connections[alias].settings_dict

@@ -413,20 +413,12 @@ class MySQLEngine(Engine):
         with open(archive_path, "rb") as source:
             return count_rows(source)
 
-    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
-        """Return each table's rows in this database; None for a missing one."""
-        counts: dict[str, int | None] = {}
-        with self.connection.cursor() as cursor:
-            cursor.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                           "AND TABLE_TYPE <> 'VIEW'", [self.database])
-            present = {name for (name,) in cursor.fetchall()}
-            for table in tables:
-                if table not in present:
-                    counts[table] = None
-                    continue
-                cursor.execute(f"SELECT COUNT(*) FROM {quote_name(table)}")
-                counts[table] = cursor.fetchone()[0]
-        return counts
+    quote = staticmethod(quote_name)
+
+    def _table_names(self, cursor) -> set[str]:
+        cursor.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                       "AND TABLE_TYPE <> 'VIEW'", [self.database])
+        return {name for (name,) in cursor.fetchall()}
 
     def _scratch_prefix(self) -> str:
         return self.database[:40]

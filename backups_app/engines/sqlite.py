@@ -180,19 +180,9 @@ class SQLiteEngine(Engine):
         finally:
             database.close()
 
-    def table_row_counts(self, tables: list[str]) -> dict[str, int | None]:
-        """Return each table's rows in this database; None for a missing one."""
-        with self.connection.cursor() as cursor:
-            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            present = {name for (name,) in cursor.fetchall()}
-            counts: dict[str, int | None] = {}
-            for table in tables:
-                if table not in present:
-                    counts[table] = None
-                    continue
-                cursor.execute(f"SELECT count(*) FROM {quote_ident(table)}")
-                counts[table] = cursor.fetchone()[0]
-        return counts
+    def _table_names(self, cursor) -> set[str]:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in cursor.fetchall()}
 
     def _put_back(self, restored: sqlite3.Connection, keep: list[KeptTable]) -> None:
         """Copy the live rows of the kept tables into the restored file, as they are right now."""
