@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.core.management import CommandError, call_command
 from django.db import connections
 from django.urls import reverse
 
@@ -355,3 +357,13 @@ def s3_env(bucket: S3Bucket) -> dict[str, str]:
     """The environment that points a manage.py child at a test's bucket (with child_env)."""
     return {**S3_CREDENTIALS, "BACKUP_STORAGE_URL": f"s3://{bucket.name}/{bucket.prefix}",
             "AWS_S3_ENDPOINT_URL": bucket.endpoint}
+
+
+def backup_check() -> tuple[int, str]:
+    """Run backup_check; return (exit status, stdout) as a monitoring system sees them."""
+    out = StringIO()
+    try:
+        call_command("backup_check", stdout=out, stderr=StringIO())
+    except CommandError as exc:
+        return exc.returncode, out.getvalue()
+    return 0, out.getvalue()

@@ -18,7 +18,7 @@ from backups_app import monitoring, schedule, services, tasks
 from backups_app.models import BackupJob, Drill, DrillPhase, DrillStatus
 from backups_app.services.drills import SCRATCH_PREFIX, installation_tag
 
-from .conftest import manage, psql, rows, url, wait_for
+from .conftest import backup_check, manage, psql, rows, url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target", "sqlite"])
 
@@ -72,7 +72,7 @@ def test_a_drill_whose_restore_fails_says_why_and_leaves_no_scratch_database(pag
     assert scratch_databases() == []
     backup.refresh_from_db()
     assert backup.last_drill == drill and (backup.drill_result, backup.drilled_at) == ("failed", drill.finished_at)
-    code, out = _check()
+    code, out = backup_check()
     assert code == 2 and f"target: the restore drill of backup #{backup.pk} failed" in out
 
 
@@ -193,13 +193,6 @@ def test_monitoring_warns_when_no_drill_passed_within_the_limit(pagila, settings
     assert BackupJob.objects.get(pk=backup.pk).drill_result == DrillStatus.PASSED
 
 
-def _check():
-    out = StringIO()
-    try:
-        call_command("backup_check", stdout=out, stderr=StringIO())
-    except CommandError as exc:
-        return exc.returncode, out.getvalue()
-    return 0, out.getvalue()
 
 
 def test_a_killed_drill_leaves_its_scratch_database_only_until_cleanup(pagila, backup_dir):

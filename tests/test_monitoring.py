@@ -22,7 +22,7 @@ from backups_app import services
 from backups_app.errors import BackupError
 from backups_app.models import BackupJob, BackupStatus
 
-from .conftest import ROOT, LockHolder, child_env
+from .conftest import ROOT, LockHolder, backup_check, child_env
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "target"])
 
@@ -34,14 +34,6 @@ def watch_default(settings):
     settings.BACKUP_MAX_AGE_HOURS = 26
 
 
-def check():
-    """Run backup_check; return (exit status, stdout) as a monitoring system sees them."""
-    out = StringIO()
-    try:
-        call_command("backup_check", stdout=out, stderr=StringIO())
-    except CommandError as exc:
-        return exc.returncode, out.getvalue()
-    return 0, out.getvalue()
 
 
 def backed_up(hours_ago=0.0):
@@ -53,7 +45,7 @@ def backed_up(hours_ago=0.0):
 
 def test_recent_backup_is_ok():
     job = backed_up(hours_ago=2)
-    code, out = check()
+    code, out = backup_check()
     assert code == 0
     assert out.startswith(f"BACKUP OK - default: newest backup #{job.pk} is 2.0 hours old (limit 26 hours) | ")
     assert "'age_default'=7200s;;93600;0" in out
@@ -73,11 +65,11 @@ def test_backup_older_than_the_limit_exits_2_with_the_summary_line(backup_dir, s
     assert len(result.stdout.strip().splitlines()) == 1
 
     settings.BACKUP_MAX_AGE_HOURS = 48
-    assert check()[0] == 0
+    assert backup_check()[0] == 0
 
 
 def test_database_never_backed_up_is_critical():
-    assert check() == (2, "BACKUP CRITICAL - default: no successful backup yet\n")
+    assert backup_check() == (2, "BACKUP CRITICAL - default: no successful backup yet\n")
 
 
 def test_failed_last_backup_is_critical_until_a_backup_succeeds(monkeypatch, tmp_path):
@@ -88,18 +80,18 @@ def test_failed_last_backup_is_critical_until_a_backup_succeeds(monkeypatch, tmp
     monkeypatch.undo()
     failed = BackupJob.objects.get(status=BackupStatus.FAILED)
 
-    code, out = check()
+    code, out = backup_check()
     assert code == 2
     assert out.startswith(f"BACKUP CRITICAL - default: last backup #{failed.pk} failed: pg_dump is not installed")
 
     backed_up()
-    assert check()[0] == 0
+    assert backup_check()[0] == 0
 
 
 def test_missing_pg_dump_is_critical(monkeypatch, tmp_path):
     backed_up()
     monkeypatch.setenv("PATH", str(tmp_path))
-    code, out = check()
+    code, out = backup_check()
     assert code == 2
     assert "default: cannot be backed up: pg_dump is not installed or not on PATH" in out
 
@@ -107,7 +99,7 @@ def test_missing_pg_dump_is_critical(monkeypatch, tmp_path):
 def test_pg_dump_older_than_the_server_is_critical(old_pg_dump):
     backed_up()
     old_pg_dump()
-    code, out = check()
+    code, out = backup_check()
     assert code == 2
     assert "default: cannot be backed up: pg_dump 12 is older than the PostgreSQL" in out
 
@@ -120,7 +112,7 @@ def test_storage_that_cannot_be_written_is_critical(settings, tmp_path):
         **settings.STORAGES["backups"],
         "OPTIONS": {**settings.STORAGES["backups"]["OPTIONS"], "location": str(blocker / "backups")},
     }}
-    code, out = check()
+    code, out = backup_check()
     assert code == 2
     assert out.startswith("BACKUP CRITICAL - the backup storage is not writable:")
 
@@ -133,7 +125,7 @@ def test_little_free_space_is_a_warning(monkeypatch):
 
     usage = shutil.disk_usage("/")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=job.size_bytes))
-    code, out = check()
+    code, out = backup_check()
     assert code == 1
     assert out.startswith("BACKUP WARNING - the backup storage has 0 MB free, less than twice the largest backup")
 
@@ -175,7 +167,7 @@ def test_backup_of_a_killed_process_is_reported_then_marked_failed(pagila, backu
     assert {"level": "critical", "code": "interrupted", "database": "target"} in health.json()["problems"]
     assert BackupJob.objects.get(pk=running.pk).status == BackupStatus.RUNNING
 
-    code, out = check()
+    code, out = backup_check()
     failed = BackupJob.objects.get(pk=running.pk)
     assert failed.status == BackupStatus.FAILED and "stopped before it finished" in failed.error
     assert code == 2
@@ -261,5 +253,5 @@ def test_health_endpoint_writes_nothing_and_probes_the_servers_at_most_once_a_mi
     assert calls.read_text().splitlines() == ["--version"]  # once, not once per request
     assert storage_state() == before  # nothing written to the storage, not even for a moment
 
-    check()  # backup_check probes afresh: it is what cron and monitoring agents run
+    backup_check()  # backup_check probes afresh: it is what cron and monitoring agents run
     assert calls.read_text().splitlines() == ["--version"] * 2
