@@ -144,7 +144,7 @@ def scratch_server(engine: Engine) -> Engine:
 
 def _run_drill(engine: Engine, backup: BackupJob, drill: Drill, checks: list[str]) -> None:
     """Run a RUNNING drill; the caller holds the database's lock. The scratch database never outlives it."""
-    from .restore_swap import archive_file  # the swap restore's one reader of a plain archive file
+    from .restore_swap import archive_file, default_jobs  # the swap restore's one reader of a plain archive file
 
     scratch = None
     try:
@@ -158,7 +158,7 @@ def _run_drill(engine: Engine, backup: BackupJob, drill: Drill, checks: list[str
         with archive_file(backup) as path:
             started = time.monotonic()
             try:
-                scratch = server.restore_into_new(path, drill.scratch_name, jobs=os.cpu_count() or 1)
+                scratch = server.restore_into_new(path, drill.scratch_name, jobs=default_jobs())
             except BackupError as exc:
                 raise BackupError(_("Backup #%(id)s did not restore into a scratch database: %(reason)s")
                                   % {"id": backup.pk, "reason": exc}) from exc

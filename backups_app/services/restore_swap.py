@@ -24,11 +24,6 @@ from ..models import BackupJob, Restore, RestorePhase, RestoreStatus, RestoreStr
 from .common import set_phase
 
 
-def _open_plain_archive(backup: BackupJob):
-    """Return the backup's plain archive reader (decrypted, decompressed, SHA-256 checked at its end)."""
-    return archives.read_archive(backup)
-
-
 @contextlib.contextmanager
 def archive_file(backup: BackupJob, directory: str | None = None) -> Iterator[str]:
     """Yield the path of a private (0600) temporary file holding the backup's plain archive; remove it after.
@@ -47,7 +42,7 @@ def archive_file(backup: BackupJob, directory: str | None = None) -> Iterator[st
     descriptor, path = tempfile.mkstemp(prefix="backups-restore-", suffix=".archive", dir=directory)
     try:
         try:
-            with os.fdopen(descriptor, "wb") as output, _open_plain_archive(backup) as plain:
+            with os.fdopen(descriptor, "wb") as output, archives.read_archive(backup) as plain:
                 shutil.copyfileobj(plain, output, archives.CHUNK_SIZE)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
@@ -104,12 +99,7 @@ def restore_by_swap(engine: Engine, backup: BackupJob, restore: Restore, keep: l
     live = engine.database_name
     new_name = kept_name(live, f"__restoring_{restore.pk}")
     old_name = kept_name(live, f"__before_restore_{restore.pk}")
-    set_phase(restore, RestorePhase.DECOMPRESSING)
-    with archive_file(backup) as path:
-        restore.scratch_bytes = os.path.getsize(path)
-        restore.save(update_fields=["scratch_bytes"])
-        set_phase(restore, RestorePhase.LOADING)
-        new = engine.restore_into_new(path, new_name, jobs=restore.jobs or default_jobs())
+    new = _load_new_database(engine, backup, restore, new_name)
     try:
         new.connection.close()
         restore.kept_database = old_name
@@ -126,14 +116,19 @@ def restore_by_swap(engine: Engine, backup: BackupJob, restore: Restore, keep: l
 
 def restore_into(engine: Engine, backup: BackupJob, restore: Restore) -> None:
     """Make the new database (SQLite: file) `restore.into` from the backup; nothing existing is touched."""
-    set_phase(restore, RestorePhase.DECOMPRESSING)
     tables = [table for table in restore.tables.split(",") if table]
+    _load_new_database(engine, backup, restore, restore.into, tables=tables).connection.close()
+
+
+def _load_new_database(engine: Engine, backup: BackupJob, restore: Restore, name: str, *, tables=()) -> Engine:
+    """Decompress the backup to a temporary file (its size recorded on the restore), then load it into the new
+    database `name`; return its engine."""
+    set_phase(restore, RestorePhase.DECOMPRESSING)
     with archive_file(backup) as path:
         restore.scratch_bytes = os.path.getsize(path)
         restore.save(update_fields=["scratch_bytes"])
         set_phase(restore, RestorePhase.LOADING)
-        new = engine.restore_into_new(path, restore.into, jobs=restore.jobs or default_jobs(), tables=tables)
-    new.connection.close()
+        return engine.restore_into_new(path, name, jobs=restore.jobs or default_jobs(), tables=tables)
 
 
 def kept_databases() -> list[Restore]:
