@@ -21,7 +21,6 @@ from django.utils.translation import gettext as _
 
 from .errors import BackupError
 
-CHUNK_SIZE = 1 << 20
 # S3 parts: at least 5 MiB (S3's minimum), at most 10,000 of them. The upload holds one part in memory:
 # 8 MiB, doubling every 2,000 parts (16 GiB) so that objects up to 496 GiB fit.
 PART_SIZE = 8 << 20

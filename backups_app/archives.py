@@ -25,7 +25,6 @@ from django.utils.translation import gettext_lazy
 
 from . import encryption
 from .archive_storage import (  # noqa: F401  (the storage's names, for the layer's callers)
-    CHUNK_SIZE,
     backup_storage,
     delete,
     download_url,
@@ -41,6 +40,7 @@ from .archive_storage import (  # noqa: F401  (the storage's names, for the laye
     stored,
 )
 from .conf import setting
+from .engines import CHUNK_SIZE  # noqa: F401  (also the layer's callers' read size)
 from .errors import BackupError
 from .models import Compression, Encryption
 
