@@ -45,10 +45,14 @@ def checksum_problem(job: BackupJob) -> str:
         return _("its archive %(name)s is missing from the backup storage.") % {"name": job.file_name}
     digest, size = archives.stored_digest(job.file_name)
     if digest != job.checksum_sha256 or size != job.size_bytes:
-        return _("its archive %(name)s does not match its checksum (corrupted or changed since the backup).") % {
-            "name": job.file_name
-        }
+        return _checksum_mismatch(job)
     return ""
+
+
+def _checksum_mismatch(job: BackupJob) -> str:
+    return _("its archive %(name)s does not match its checksum (corrupted or changed since the backup).") % {
+        "name": job.file_name
+    }
 
 
 def _verify_archive(job: BackupJob) -> tuple[str, str]:
@@ -72,8 +76,8 @@ def _verify_archive(job: BackupJob) -> tuple[str, str]:
             engine_class(job.engine).check_archive(head.reader(keep=False))
             for _chunk in iter(lambda: stream.read(CHUNK_SIZE), b""):
                 pass  # bytes after the dump's end must decompress too, up to the end of the stored stream
-    except archives.ChecksumMismatch:
-        return checksum_problem(job), ""
+    except archives.ChecksumMismatch:  # read to its end and hashed already: no second read to say so
+        return _checksum_mismatch(job), ""
     except BackupError as exc:
         # Reading stopped before the end, where the checksum is known: a changed archive is named as such.
         if job.encryption and header is None:
